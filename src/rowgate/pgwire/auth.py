@@ -5,7 +5,9 @@ protocol's Authentication and 'p' messages."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
 from typing import NamedTuple
 
@@ -42,15 +44,21 @@ def parse_sasl_initial(payload: bytes) -> tuple[str, bytes]:
 
 
 class ScramServerExchange:
-    """One server-side SCRAM-SHA-256 exchange. With ``verifier=None`` (unknown
-    identity) it runs the exchange against a random verifier and fails at the end,
-    so a client cannot tell an unknown name from a wrong secret."""
+    """One server-side SCRAM-SHA-256 exchange (RFC 5802/7677) as PostgreSQL runs it:
+    the user name inside the SCRAM messages is empty (it came in the startup packet),
+    which ``scramp``'s server refuses, so the server half is done here.
+
+    With ``verifier=None`` (unknown identity) the exchange runs against a random
+    verifier and fails at the end, so a client cannot tell an unknown name from a
+    wrong secret."""
 
     def __init__(self, verifier: ScramVerifier | None) -> None:
-        v = verifier or make_verifier(os.urandom(16).hex())
+        self._verifier = verifier or make_verifier(os.urandom(16).hex())
         self._known = verifier is not None
-        self._server = _MECH.make_server(lambda _user: tuple(v))
         self._stage = 0
+        self._nonce = ""
+        self._auth_prefix = ""
+        self._gs2 = ""
 
     @staticmethod
     def request() -> Authentication:
@@ -61,23 +69,67 @@ class ScramServerExchange:
         Raises InvalidPassword when the proof is wrong."""
         try:
             if self._stage == 0:
+                self._stage = 1
                 mechanism, data = parse_sasl_initial(payload)
                 if mechanism != SCRAM:
                     raise ProtocolViolation(f"unsupported SASL mechanism {mechanism!r}; use {SCRAM}")
-                self._server.set_client_first(data.decode("utf-8"))
-                self._stage = 1
-                return Authentication(AUTH_SASL_CONTINUE, self._server.get_server_first().encode())
+                return Authentication(AUTH_SASL_CONTINUE, self._client_first(data.decode("utf-8")).encode())
             if self._stage == 1:
                 self._stage = 2
-                self._server.set_client_final(payload.decode("utf-8"))
-                if not self._known:
-                    raise InvalidPassword("password authentication failed")
-                return Authentication(AUTH_SASL_FINAL, self._server.get_server_final().encode())
-        except scramp.ScramException as e:
-            raise InvalidPassword("password authentication failed") from e
+                return Authentication(AUTH_SASL_FINAL, self._client_final(payload.decode("utf-8")).encode())
         except UnicodeDecodeError as e:
-            raise ProtocolViolation("malformed SCRAM message") from e
+            raise ProtocolViolation("malformed SCRAM message: not UTF-8") from e
         raise ProtocolViolation("unexpected SASL message after the exchange finished")
+
+    def _client_first(self, msg: str) -> str:
+        # gs2-header: 'n' (no channel binding) or 'y' (client could, server did not offer)
+        parts = msg.split(",", 2)
+        if len(parts) != 3 or parts[0] not in ("n", "y") or parts[1]:
+            raise ProtocolViolation("malformed SCRAM client-first message (channel binding is not offered)")
+        self._gs2 = f"{parts[0]},,"
+        bare = parts[2]
+        attrs = _attributes(bare)
+        cnonce = attrs.get("r", "")
+        if "n" not in attrs or not cnonce or "m" in attrs or not cnonce.isprintable() or "," in cnonce:
+            raise ProtocolViolation("malformed SCRAM client-first message")
+        v = self._verifier
+        self._nonce = cnonce + base64.b64encode(os.urandom(18)).decode()
+        server_first = f"r={self._nonce},s={base64.b64encode(v.salt).decode()},i={v.iterations}"
+        self._auth_prefix = f"{bare},{server_first},"
+        return server_first
+
+    def _client_final(self, msg: str) -> str:
+        without_proof, sep, proof_attr = msg.rpartition(",p=")
+        attrs = _attributes(without_proof)
+        if not sep or attrs.get("r") != self._nonce:
+            raise ProtocolViolation("malformed SCRAM client-final message")
+        if attrs.get("c") != base64.b64encode(self._gs2.encode()).decode():
+            raise ProtocolViolation("SCRAM channel binding mismatch")
+        try:
+            proof = base64.b64decode(proof_attr, validate=True)
+        except ValueError as e:
+            raise ProtocolViolation("malformed SCRAM proof") from e
+        v = self._verifier
+        auth_message = (self._auth_prefix + without_proof).encode()
+        signature = hmac.new(v.stored_key, auth_message, hashlib.sha256).digest()
+        if len(proof) != len(signature):
+            raise InvalidPassword("password authentication failed")
+        client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
+        ok = hmac.compare_digest(hashlib.sha256(client_key).digest(), v.stored_key)
+        if not ok or not self._known:
+            raise InvalidPassword("password authentication failed")
+        server_signature = hmac.new(v.server_key, auth_message, hashlib.sha256).digest()
+        return "v=" + base64.b64encode(server_signature).decode()
+
+
+def _attributes(msg: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in msg.split(","):
+        key, eq, value = item.partition("=")
+        if len(key) != 1 or not eq:
+            raise ProtocolViolation("malformed SCRAM message attribute")
+        out[key] = value
+    return out
 
 
 class ScramClientExchange:

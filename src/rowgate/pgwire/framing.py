@@ -80,6 +80,11 @@ class Framer:
         """Bytes received but not yet emitted."""
         return len(self._buf)
 
+    @property
+    def at_boundary(self) -> bool:
+        """True between messages: something may be inserted into the stream here."""
+        return not self._buf and not self._remaining
+
     def take_pending(self) -> bytes:
         data = bytes(self._buf)
         self._buf.clear()

@@ -1,0 +1,89 @@
+"""The ``rowgate`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rowgate import __version__
+from rowgate.config import default_config_path, load_config
+from rowgate.errors import RowgateError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rowgate",
+        description="rowgate: an identity-aware governance proxy for PostgreSQL. Every connection is a "
+        "verified identity; clients connect with postgresql://IDENTITY:TOKEN@host:port/UPSTREAM.",
+    )
+    p.add_argument("--version", action="version", version=f"rowgate {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            default=None,
+            help="configuration file (default: $ROWGATE_CONFIG, else ./rowgate.yaml)",
+        )
+        return sp
+
+    serve = with_config(sub.add_parser("serve", help="run the proxy in the foreground"))
+    serve.description = (
+        "Run the proxy described by the config file until SIGTERM/SIGINT. On SIGTERM rowgate stops "
+        "accepting connections, lets running statements finish (limits.shutdown_timeout), then closes."
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="start an embedded PostgreSQL with a sample shop database and serve it",
+        description="Start an embedded PostgreSQL holding a 'shop' database of synthetic customers, orders and "
+        "payments full of PII, write DIR/rowgate.yaml and DIR/connections.json, and serve in the foreground. "
+        "A second start on the same directory reuses the data and tokens.",
+    )
+    demo.add_argument("--data-dir", default=".rowgate-demo", help="where data, config and tokens live")
+    demo.add_argument("--port", type=int, default=6543, help="proxy port (default 6543)")
+    demo.add_argument("--control-port", type=int, default=8765, help="control plane port (default 8765)")
+
+    check_config = with_config(sub.add_parser("config", help="validate a config file and print a summary"))
+    check_config.add_argument("--json", action="store_true", help="print the validated config as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            from rowgate.proxy.server import serve
+
+            return serve(load_config(args.config))
+        if args.command == "demo":
+            from rowgate.demo import run_demo
+
+            return run_demo(Path(args.data_dir), args.port, args.control_port)
+        if args.command == "config":
+            config = load_config(args.config)
+            if args.json:
+                print(config.model_dump_json(indent=2))
+            else:
+                path = args.config or default_config_path()
+                print(f"{path}: valid")
+                print(f"  listen {config.listen.host}:{config.listen.port} (tls {config.listen.tls.mode})")
+                print(f"  {len(config.identities)} identities, upstreams: {', '.join(config.upstreams)}")
+            return 0
+    except RowgateError as e:
+        print(f"rowgate: {e.message}", file=sys.stderr)
+        if e.detail:
+            print(f"  {e.detail}", file=sys.stderr)
+        if e.hint:
+            print(f"  hint: {e.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

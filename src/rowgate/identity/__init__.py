@@ -1,0 +1,1 @@
+"""Who is connecting: principals and how they prove it."""

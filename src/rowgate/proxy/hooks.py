@@ -1,0 +1,83 @@
+"""The hook point where pipeline stages (analysis, policy, masking, audit) see every
+client message before it is forwarded and every result message before the client
+gets it.
+
+A stage declares the message types it wants; the session hands it only those, and
+forwards everything else as the same bytes without decoding it. An exception in a
+stage denies: the client message is refused, or the connection is closed, never
+passed through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from rowgate.identity.principal import Principal
+from rowgate.pgwire.framing import Frame
+
+
+@dataclass
+class SessionInfo:
+    """What the proxy knows about one client session; stages read it, the control
+    plane lists it."""
+
+    id: int
+    principal: Principal | None
+    client_addr: str
+    upstream: str = ""
+    database_environment: str = ""
+    application_name: str = ""
+    tls: bool = False
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    statements: int = 0
+    transaction_status: str = "I"  # from the last ReadyForQuery: I, T or E
+    parameters: dict[str, str] = field(default_factory=dict)  # ParameterStatus as the client sees it
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a stage does with a client message instead of forwarding it unchanged:
+    send ``to_upstream`` on (may be empty) and answer ``to_client`` directly."""
+
+    to_upstream: bytes = b""
+    to_client: bytes = b""
+
+
+class Stage(Protocol):
+    frontend_types: frozenset[int]  # client message type bytes this stage inspects
+    backend_types: frozenset[int]  # result message type bytes this stage inspects
+
+    def on_frontend(self, session: SessionInfo, message: Frame) -> Action | None:
+        """None forwards the message unchanged."""
+
+    def on_backend(self, session: SessionInfo, message: Frame) -> bytes | None:
+        """None forwards the message unchanged; bytes replace it (b'' drops it)."""
+
+
+class Pipeline:
+    def __init__(self, stages: list[Stage] | None = None) -> None:
+        self.stages: list[Stage] = list(stages or [])
+        self.frontend_types = frozenset().union(*(s.frontend_types for s in self.stages))
+        self.backend_types = frozenset().union(*(s.backend_types for s in self.stages))
+
+    def frontend(self, session: SessionInfo, message: Frame) -> Action | None:
+        for stage in self.stages:
+            if message.type in stage.frontend_types:
+                action = stage.on_frontend(session, message)
+                if action is not None:
+                    return action
+        return None
+
+    def backend(self, session: SessionInfo, message: Frame) -> bytes | None:
+        raw: bytes | None = None
+        for stage in self.stages:
+            if message.type in stage.backend_types:
+                out = stage.on_backend(session, message)
+                if out is not None:
+                    if not out:
+                        return b""
+                    raw = out
+                    message = Frame(out[0], out)
+        return raw

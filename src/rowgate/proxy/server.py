@@ -1,0 +1,213 @@
+"""The listener: accepts clients, enforces connection limits, maps cancel requests
+to sessions, and shuts down gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import signal
+import sys
+import time
+from collections import Counter
+
+from rowgate.config import Config
+from rowgate.errors import AdminShutdown, ConfigError, IdleSessionTimeout, TooManyConnections
+from rowgate.identity.principal import Principal
+from rowgate.identity.static_tokens import TokenDirectory
+from rowgate.pgwire import backend as be
+from rowgate.pgwire.frontend import CancelRequest
+from rowgate.proxy import upstream
+from rowgate.proxy.hooks import Pipeline, SessionInfo
+from rowgate.proxy.session import ClientSession
+from rowgate.proxy.tls import server_context, upstream_context
+
+log = logging.getLogger("rowgate.server")
+
+
+class ProxyServer:
+    def __init__(self, config: Config, pipeline: Pipeline | None = None) -> None:
+        self.config = config
+        self.pipeline = pipeline or Pipeline()
+        self.tokens = TokenDirectory(config.identities)
+        self.tls_context = server_context(config.listen.tls)
+        self.upstream_tls = {n: upstream_context(u.tls, f"upstreams.{n}") for n, u in config.upstreams.items()}
+        self.upstream_passwords = {
+            n: u.password.resolve(f"upstreams.{n}.password") if u.password else None
+            for n, u in config.upstreams.items()
+        }
+        self.sessions: dict[int, ClientSession] = {}  # established sessions by the pid we gave the client
+        self._connections = 0
+        self._per_identity: Counter[str] = Counter()
+        self._counted: set[int] = set()
+        self._next_id = 0
+        self._server: asyncio.Server | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing = False
+        self.port = 0
+
+    # --- listening ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        listen = self.config.listen
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, listen.host, listen.port, backlog=1024, reuse_address=True
+            )
+        except OSError as e:
+            raise ConfigError(f"listen: cannot listen on {listen.host}:{listen.port}: {e.strerror}") from e
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._watchdog = asyncio.create_task(self._watch_idle())
+        log.info(
+            "rowgate listening on %s:%d (tls %s), upstreams: %s",
+            listen.host,
+            self.port,
+            listen.tls.mode,
+            ", ".join(self.config.upstreams),
+        )
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            writer.close()
+            return
+        self._connections += 1
+        self._next_id += 1
+        session = ClientSession(self, reader, writer, self._next_id)
+        try:
+            await session.run()
+        finally:
+            self._connections -= 1
+
+    def session_infos(self) -> list[SessionInfo]:
+        return [s.info for s in self.sessions.values()]
+
+    # --- limits ---------------------------------------------------------------------
+
+    def admit(self) -> None:
+        limit = self.config.limits.max_connections
+        if self._connections > limit:
+            raise TooManyConnections(
+                "sorry, too many clients already",
+                detail=f"rowgate accepts at most {limit} client connections (limits.max_connections)",
+            )
+
+    def admit_identity(self, session: ClientSession, principal: Principal) -> None:
+        limit = self.config.limits.max_connections_per_identity
+        if self._per_identity[principal.name] >= limit:
+            raise TooManyConnections(
+                f'too many connections for identity "{principal.name}"',
+                detail=f"each identity may hold at most {limit} connections (limits.max_connections_per_identity)",
+                hint="close idle connections or use a connection pool",
+            )
+        self._per_identity[principal.name] += 1
+        self._counted.add(id(session))
+
+    def login_failed(self, user: str, client_addr: str) -> None:
+        log.warning("failed login for identity %r from %s", user, client_addr)
+
+    # --- sessions and cancel --------------------------------------------------------
+
+    def register(self, session: ClientSession) -> be.BackendKeyData:
+        while True:
+            pid = secrets.randbelow(2**31 - 2) + 1
+            if pid not in self.sessions:
+                break
+        self.sessions[pid] = session
+        return be.BackendKeyData(pid, secrets.token_bytes(4))
+
+    def unregister(self, session: ClientSession) -> None:
+        if session.key is not None and self.sessions.get(session.key.pid) is session:
+            del self.sessions[session.key.pid]
+        if id(session) in self._counted:
+            self._counted.discard(id(session))
+            assert session.info.principal is not None
+            self._per_identity[session.info.principal.name] -= 1
+
+    async def cancel(self, req: CancelRequest) -> None:
+        session = self.sessions.get(req.pid)
+        if session is None or session.key is None or not hmac.compare_digest(session.key.secret, req.secret):
+            log.warning("cancel request with an unknown key ignored")
+            return
+        up = session.upstream
+        if up is None or up.key is None:
+            return
+        name = session.info.upstream
+        log.info("session %d: cancel requested", session.info.id)
+        await upstream.send_cancel(name, self.config.upstreams[name], self.upstream_tls[name], up.key)
+
+    async def _watch_idle(self) -> None:
+        timeout = self.config.limits.idle_timeout
+        while True:
+            await asyncio.sleep(1 if timeout == 0 or timeout >= 2 else timeout / 2)
+            if timeout == 0:
+                continue
+            now = time.monotonic()
+            for s in list(self.sessions.values()):
+                if s.pending == 0 and now - s.last_activity > timeout:
+                    s.terminate(
+                        IdleSessionTimeout(
+                            "terminating connection due to idle-session timeout",
+                            detail=f"limits.idle_timeout is {timeout:g}s",
+                        )
+                    )
+
+    # --- shutdown -------------------------------------------------------------------
+
+    @staticmethod
+    def shutdown_error() -> AdminShutdown:
+        return AdminShutdown("terminating connection because rowgate is shutting down")
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop accepting; let running statements finish for up to ``timeout``
+        seconds (limits.shutdown_timeout by default); then close what is left."""
+        timeout = self.config.limits.shutdown_timeout if timeout is None else timeout
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        log.info("shutting down: %d sessions open, waiting up to %gs", len(self.sessions), timeout)
+        for s in list(self.sessions.values()):
+            s.drain()
+        deadline = time.monotonic() + timeout
+        while self._connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for s in list(self.sessions.values()):
+            s.terminate(self.shutdown_error())
+        while self._connections and time.monotonic() < deadline + 5:
+            await asyncio.sleep(0.05)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+
+
+async def _serve(config: Config) -> int:
+    server = ProxyServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.shutdown()
+    log.info("rowgate stopped")
+    return 0
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def serve(config: Config) -> int:
+    """Run the proxy in the foreground until SIGTERM or SIGINT; return the exit code."""
+    setup_logging()
+    try:
+        import uvloop
+
+        return int(uvloop.run(_serve(config)))
+    except ImportError:
+        return asyncio.run(_serve(config))

@@ -1,0 +1,475 @@
+"""One client connection: start-up (TLS, authentication, upstream login), then the
+relay of messages in both directions through the pipeline's hook point.
+
+The relay's fast path forwards the bytes it read, unchanged and in the batches they
+arrived in; the framer only tracks message boundaries, ReadyForQuery and limits.
+Messages are decoded only for the types some stage asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from rowgate.errors import (
+    FeatureNotSupported,
+    InvalidAuthorization,
+    InvalidPassword,
+    ProtocolViolation,
+    RowgateError,
+    StartupTimeout,
+    UnknownDatabase,
+)
+from rowgate.identity.principal import Principal
+from rowgate.pgwire import backend as be
+from rowgate.pgwire.auth import ScramServerExchange
+from rowgate.pgwire.framing import Event, Frame, Framer, StreamChunk, StreamStart
+from rowgate.pgwire.frontend import (
+    CancelRequest,
+    GSSENCRequest,
+    SSLRequest,
+    StartupMessage,
+    StartupPacket,
+    decode_startup,
+)
+from rowgate.proxy import upstream
+from rowgate.proxy.hooks import SessionInfo
+
+if TYPE_CHECKING:
+    from rowgate.proxy.server import ProxyServer
+
+log = logging.getLogger("rowgate.session")
+
+READ_SIZE = 256 * 1024
+_Q, _E, _S, _F, _X, _P = (ord(c) for c in "QESFXp")
+_Z, _PARAM = ord("Z"), ord("S")
+
+# Startup parameters passed on to the upstream. Anything else is dropped: in
+# particular 'options' could carry '-c role=...' and run as another database role.
+FORWARDED_PARAMS = frozenset(
+    {
+        "application_name",
+        "client_encoding",
+        "DateStyle",
+        "datestyle",
+        "TimeZone",
+        "timezone",
+        "IntervalStyle",
+        "intervalstyle",
+        "extra_float_digits",
+        "search_path",
+        "standard_conforming_strings",
+        "lc_monetary",
+        "lc_numeric",
+        "lc_time",
+        "bytea_output",
+        "geqo",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "default_transaction_isolation",
+        "default_transaction_read_only",
+    }
+)
+
+
+class ClientSession:
+    def __init__(
+        self, server: ProxyServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sid: int
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "local")
+        self.info = SessionInfo(id=sid, principal=None, client_addr=addr)
+        limits = server.config.limits
+        self.framer = Framer(
+            max_length=limits.max_message_size,
+            max_startup_length=limits.max_startup_packet,
+            startup=True,
+            peer="client",
+        )
+        self._events: deque[Event] = deque()
+        self.upstream: upstream.UpstreamConnection | None = None
+        self.key: be.BackendKeyData | None = None
+        self.pending = 0  # Query, Sync and FunctionCall messages still awaiting ReadyForQuery
+        self.last_activity = time.monotonic()
+        self.draining = False
+        self._ending: RowgateError | None = None
+        self._relay_tasks: list[asyncio.Task[None]] = []
+
+    # --- life cycle -------------------------------------------------------------
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        try:
+            try:
+                async with asyncio.timeout(self.server.config.limits.startup_timeout):
+                    ready = await self._startup()
+            except TimeoutError:
+                raise StartupTimeout(
+                    "rowgate: start-up took too long",
+                    detail=f"limits.startup_timeout is {self.server.config.limits.startup_timeout:g}s",
+                ) from None
+            if ready:
+                self._log_start()
+                await self._relay()
+        except RowgateError as e:
+            self._ending = self._ending or e
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError) as e:
+            log.debug("session %d: connection lost: %s", self.info.id, e)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await self._close()
+            if self.info.principal is not None:
+                log.info(
+                    "session %d end identity=%s statements=%d duration=%.1fs%s",
+                    self.info.id,
+                    self.info.principal.name,
+                    self.info.statements,
+                    time.monotonic() - started,
+                    f" reason={self._ending.sqlstate}: {self._ending.message}" if self._ending else "",
+                )
+
+    def terminate(self, error: RowgateError) -> None:
+        """End the session from outside (shutdown, idle timeout, revocation): the
+        client gets ``error`` if the stream is at a message boundary."""
+        if self._ending is None:
+            self._ending = error
+        for t in self._relay_tasks:
+            t.cancel()
+
+    def drain(self) -> None:
+        """Close once the statement in progress has finished."""
+        self.draining = True
+        if self.pending == 0:
+            self.terminate(self.server.shutdown_error())
+
+    async def _close(self) -> None:
+        for t in self._relay_tasks:
+            t.cancel()
+        err = self._ending
+        up_at_boundary = self.upstream is None or self.upstream.framer.at_boundary
+        if err is not None and up_at_boundary and not self.writer.is_closing():
+            with contextlib.suppress(Exception):
+                self.writer.write(self._error_bytes(err))
+        if self.upstream is not None:
+            with contextlib.suppress(Exception):
+                if not self.upstream.writer.is_closing():
+                    self.upstream.writer.write(b"X\x00\x00\x00\x04")
+                self.upstream.writer.close()
+        self.server.unregister(self)
+        with contextlib.suppress(Exception):
+            self.writer.close()
+            async with asyncio.timeout(2):
+                await self.writer.wait_closed()
+
+    @staticmethod
+    def _error_bytes(err: RowgateError) -> bytes:
+        return be.error_response(
+            err.sqlstate, err.message, severity=err.severity, detail=err.detail, hint=err.hint
+        ).encode()
+
+    def _log_start(self) -> None:
+        p = self.info.principal
+        assert p is not None
+        log.info(
+            "session %d start identity=%s kind=%s groups=%s client=%s upstream=%s application=%r tls=%s",
+            self.info.id,
+            p.name,
+            p.kind,
+            ",".join(p.groups) or "-",
+            self.info.client_addr,
+            self.info.upstream,
+            self.info.application_name,
+            "yes" if self.info.tls else "no",
+        )
+
+    # --- start-up -------------------------------------------------------------------
+
+    async def _next_frame(self) -> Frame:
+        while not self._events:
+            data = await self.reader.read(READ_SIZE)
+            if not data:
+                raise asyncio.IncompleteReadError(b"", None)
+            self._events.extend(self.framer.feed(data))
+        ev = self._events.popleft()
+        if not isinstance(ev, Frame):
+            raise ProtocolViolation("unexpected streamed message during start-up")
+        return ev
+
+    async def _read_startup_packet(self) -> StartupPacket:
+        return decode_startup((await self._next_frame()).payload)
+
+    def _unread_bytes(self) -> int:
+        buffered = getattr(self.reader, "_buffer", b"")  # StreamReader keeps no public count
+        return self.framer.pending + len(self._events) + len(buffered)
+
+    async def _startup(self) -> bool:
+        """Negotiate, authenticate and log in upstream. False for a CancelRequest."""
+        pkt = await self._read_startup_packet()
+        negotiated_ssl = negotiated_gss = False
+        while isinstance(pkt, SSLRequest | GSSENCRequest):
+            if isinstance(pkt, SSLRequest):
+                if negotiated_ssl:
+                    raise ProtocolViolation("duplicate SSLRequest")
+                negotiated_ssl = True
+                # bytes sent after SSLRequest but before the handshake would be read as if
+                # they came over TLS: refuse them (the flaw of CVE-2021-23214)
+                if self._unread_bytes():
+                    raise ProtocolViolation("received unencrypted data after SSL request")
+                ctx = self.server.tls_context
+                if ctx is None:
+                    self.writer.write(b"N")
+                else:
+                    self.writer.write(b"S")
+                    await self.writer.drain()
+                    await self.writer.start_tls(ctx)
+                    self.info.tls = True
+            else:
+                if negotiated_gss or negotiated_ssl:
+                    raise ProtocolViolation("unexpected GSSENCRequest")
+                negotiated_gss = True
+                self.writer.write(b"N")
+            await self.writer.drain()
+            pkt = await self._read_startup_packet()
+        if isinstance(pkt, CancelRequest):
+            await self.server.cancel(pkt)
+            return False
+        assert isinstance(pkt, StartupMessage)
+        self.framer.startup = False  # from here on every message carries a type byte
+        self._events.extend(self.framer.feed(b""))
+        await self._login(pkt)
+        return True
+
+    def _check_startup(self, pkt: StartupMessage) -> tuple[str, str]:
+        if self.server.config.listen.tls.mode == "required" and not self.info.tls:
+            raise InvalidAuthorization(
+                "rowgate requires an encrypted connection", hint="connect with sslmode=require (or stronger)"
+            )
+        user = pkt.get("user")
+        if not user:
+            raise InvalidAuthorization("no user name specified in the startup packet")
+        replication = (pkt.get("replication") or "false").lower()
+        if replication not in ("false", "off", "no", "0"):
+            raise FeatureNotSupported("replication connections are not supported through rowgate")
+        if (pkt.get("options") or "").strip():
+            raise FeatureNotSupported(
+                "the startup 'options' parameter is not supported through rowgate",
+                hint="remove PGOPTIONS/options and use SET after connecting",
+            )
+        return user, pkt.get("database") or user
+
+    async def _login(self, pkt: StartupMessage) -> None:
+        user, database = self._check_startup(pkt)
+        unsupported = tuple(k for k, _ in pkt.params if k.startswith("_pq_."))
+        if pkt.minor > 0 or unsupported:
+            self.writer.write(be.NegotiateProtocolVersion(0, unsupported).encode())
+        self.server.admit()
+        principal = await self._authenticate(user)
+        self.info.principal = principal
+        cfg = self.server.config.upstreams.get(database)
+        if cfg is None:
+            raise UnknownDatabase(
+                f'database "{database}" does not exist',
+                hint="the database name selects a rowgate upstream; ask your administrator which ones you may use",
+            )
+        self.server.admit_identity(self, principal)
+        self.info.upstream = database
+        self.info.database_environment = cfg.environment
+        params = [(k, v) for k, v in pkt.params if k in FORWARDED_PARAMS]
+        self.info.application_name = pkt.get("application_name") or ""
+        self.upstream = await upstream.connect(
+            database,
+            cfg,
+            self.server.upstream_tls[database],
+            self.server.upstream_passwords[database],
+            params,
+            self.server.config.limits.max_message_size,
+        )
+        self.key = self.server.register(self)
+        out = [be.Authentication(be.AUTH_OK).encode(), *self.upstream.startup_messages]
+        for raw in self.upstream.startup_messages:
+            if raw[0] == _PARAM:
+                msg = be.decode_backend(raw[0], raw[5:])
+                assert isinstance(msg, be.ParameterStatus)
+                self.info.parameters[msg.name] = msg.value
+        out.append(self.key.encode())
+        out.append(be.ReadyForQuery("I").encode())
+        self.writer.writelines(out)
+        await self.writer.drain()
+
+    async def _authenticate(self, user: str) -> Principal:
+        entry = self.server.tokens.lookup(user)
+        exchange = ScramServerExchange(entry[1] if entry else None)
+        self.writer.write(exchange.request().encode())
+        await self.writer.drain()
+        try:
+            for _ in range(2):
+                f = await self._next_frame()
+                if f.type != _P:
+                    raise ProtocolViolation(f"expected a password message, got {chr(f.type)!r}")
+                self.writer.write(exchange.step(f.payload).encode())
+                await self.writer.drain()
+        except InvalidPassword:
+            self.server.login_failed(user, self.info.client_addr)
+            raise InvalidPassword(
+                f'password authentication failed for user "{user}"',
+                hint="the password is your rowgate token, not a database password",
+            ) from None
+        assert entry is not None  # an unknown user can never complete the exchange
+        return entry[0]
+
+    # --- relay ----------------------------------------------------------------------
+
+    async def _relay(self) -> None:
+        assert self.upstream is not None
+        pipeline = self.server.pipeline
+        self.framer.streamable = frozenset({ord("d")}) - pipeline.frontend_types
+        self.upstream.framer.streamable = frozenset({ord("D"), ord("d")}) - pipeline.backend_types
+        self._relay_tasks = [
+            asyncio.create_task(self._client_to_upstream(), name=f"session-{self.info.id}-in"),
+            asyncio.create_task(self._upstream_to_client(), name=f"session-{self.info.id}-out"),
+        ]
+        if self._ending is not None:  # terminated while logging in
+            for t in self._relay_tasks:
+                t.cancel()
+        try:
+            done, _ = await asyncio.wait(self._relay_tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in self._relay_tasks:
+                t.cancel()
+            await asyncio.gather(*self._relay_tasks, return_exceptions=True)
+        for t in done:
+            if not t.cancelled() and (exc := t.exception()) is not None:
+                raise exc
+
+    def _track_frontend(self, events: list[Event] | deque[Event]) -> bool:
+        """Count statements and outstanding syncs; True once the client said Terminate."""
+        for ev in events:
+            if type(ev) is Frame:
+                t = ev.type
+                if t == _Q:
+                    self.pending += 1
+                    self.info.statements += 1
+                elif t == _E:
+                    self.info.statements += 1
+                elif t in (_S, _F):
+                    self.pending += 1
+                elif t == _X:
+                    return True
+        return False
+
+    async def _client_to_upstream(self) -> None:
+        assert self.upstream is not None
+        up = self.upstream.writer
+        pipeline = self.server.pipeline
+        hooked = pipeline.frontend_types
+        # messages the client pipelined right behind its startup packet
+        backlog: list[Event] = list(self._events)
+        self._events.clear()
+        while True:
+            if backlog:
+                events, data = backlog, b""
+                backlog = []
+            else:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    return
+                self.last_activity = time.monotonic()
+                events = self.framer.feed(data)
+            if not hooked or not any(type(ev) is Frame and ev.type in hooked for ev in events):
+                bye = self._track_frontend(events)
+                if data:
+                    up.write(data)
+                else:
+                    up.writelines(_raw(events))
+            else:
+                bye = False
+                for ev in events:
+                    if type(ev) is Frame and ev.type in hooked:
+                        try:
+                            action = pipeline.frontend(self.info, ev)
+                        except Exception as e:
+                            log.exception("session %d: statement stage failed", self.info.id)
+                            raise RowgateError(
+                                "rowgate could not check a statement, so it was refused; the connection is closed"
+                            ) from e
+                        if action is not None:
+                            if action.to_client:
+                                self.writer.write(action.to_client)
+                            if action.to_upstream:
+                                up.write(action.to_upstream)
+                            continue
+                    bye = self._track_frontend([ev]) or bye
+                    up.writelines(_raw([ev]))
+            await up.drain()
+            if bye:
+                return
+
+    def _track_backend(self, events: list[Event]) -> None:
+        for ev in events:
+            if type(ev) is Frame:
+                t = ev.type
+                if t == _Z:
+                    self.pending = max(0, self.pending - 1)
+                    self.info.transaction_status = chr(ev.raw[5])
+                elif t == _PARAM:
+                    msg = be.decode_backend(t, ev.payload)
+                    assert isinstance(msg, be.ParameterStatus)
+                    self.info.parameters[msg.name] = msg.value
+
+    async def _upstream_to_client(self) -> None:
+        assert self.upstream is not None
+        reader, framer = self.upstream.reader, self.upstream.framer
+        client = self.writer
+        pipeline = self.server.pipeline
+        hooked = pipeline.backend_types
+        while True:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                # PostgreSQL sends its own FATAL before closing; it has been relayed
+                return
+            events = framer.feed(data)
+            self._track_backend(events)
+            if not hooked:
+                client.write(data)
+            else:
+                out: list[bytes] = []
+                for ev in events:
+                    if type(ev) is Frame and ev.type in hooked:
+                        try:
+                            replaced = pipeline.backend(self.info, ev)
+                        except Exception as e:
+                            log.exception("session %d: result stage failed", self.info.id)
+                            client.writelines(out)
+                            raise RowgateError(
+                                "rowgate could not process a result message; the connection is closed"
+                            ) from e
+                        out.append(ev.raw if replaced is None else replaced)
+                    else:
+                        out.extend(_raw([ev]))
+                client.writelines(out)
+            await client.drain()
+            if self.pending == 0 and self.draining and framer.at_boundary:
+                self.terminate(self.server.shutdown_error())
+                return
+
+
+def _raw(events: list[Event]) -> list[bytes]:
+    out: list[bytes] = []
+    for ev in events:
+        if type(ev) is Frame:
+            out.append(ev.raw)
+        elif type(ev) is StreamStart:
+            out.append(ev.head)
+        else:
+            assert type(ev) is StreamChunk
+            out.append(ev.data)
+    return out
