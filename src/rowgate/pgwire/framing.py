@@ -121,6 +121,11 @@ class Framer:
             out.append(StreamChunk(data[:take], self._remaining == 0))
             pos = take
         hdr = 4 if self.startup else 5
+        if self._buf and self._need == 0 and len(self._buf) >= hdr and self._header(self._buf, 0)[1] <= len(self._buf):
+            # Bytes kept after a startup packet may hold whole messages (the buffered
+            # path below assumes less than one): parse them afresh with the new data.
+            data = self.take_pending() + data[pos:]
+            pos, n = 0, len(data)
         if self._buf:
             if self._need == 0:
                 take = max(0, min(hdr - len(self._buf), n - pos))
