@@ -6,8 +6,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from proxyutil import RunningProxy, UpstreamDB, start_proxy
+
 from rowgate.embedded import EmbeddedPostgres
 
 TEST_DB = "rowgate_test"

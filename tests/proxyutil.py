@@ -63,7 +63,11 @@ def base_config(upstream: UpstreamDB, secrets_dir: Path, **overrides: Any) -> di
     if upstream.password:
         os.environ["ROWGATE_TEST_UPSTREAM_PASSWORD"] = upstream.password
         up["password"] = {"env": "ROWGATE_TEST_UPSTREAM_PASSWORD"}
-    cfg: dict[str, Any] = {"listen": {"host": "127.0.0.1", "port": 0}, "identities": identities, "upstreams": {"app": up}}
+    cfg: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "identities": identities,
+        "upstreams": {"app": up},
+    }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key] = {**cfg[key], **value}
@@ -110,3 +114,38 @@ def start_proxy(
 ) -> RunningProxy:
     cfg = parse_config(base_config(upstream, tmp / "secrets", **overrides), tmp)
     return RunningProxy(cfg, pipeline)
+
+
+def raw_login(port: int, user: str, token: str, database: str = "app", **params: str) -> list[object]:
+    """Log in over a plain socket with rowgate's own codec and return every backend
+    message up to the first ReadyForQuery or error (what drivers hide: notices,
+    parameter statuses, the exact error fields)."""
+    import socket
+
+    from rowgate.pgwire import backend as be
+    from rowgate.pgwire.auth import ScramClientExchange
+    from rowgate.pgwire.framing import Frame, Framer
+    from rowgate.pgwire.frontend import PROTOCOL_3_0, PasswordMessage, StartupMessage
+
+    framer = Framer(peer="proxy")
+    out: list[object] = []
+    scram: ScramClientExchange | None = None
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        startup = StartupMessage(PROTOCOL_3_0, (("user", user), ("database", database), *params.items()))
+        s.sendall(startup.encode())
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return out
+            for ev in framer.feed(data):
+                assert isinstance(ev, Frame)
+                msg = be.decode_backend(ev.type, ev.payload)
+                out.append(msg)
+                if isinstance(msg, be.Authentication):
+                    if msg.code == be.AUTH_SASL:
+                        scram = ScramClientExchange(msg.mechanisms(), user, token)
+                        s.sendall(PasswordMessage(scram.initial()).encode())
+                    elif msg.code == be.AUTH_SASL_CONTINUE and scram is not None:
+                        s.sendall(PasswordMessage(scram.respond(msg.data)).encode())
+                elif isinstance(msg, be.ReadyForQuery) or (isinstance(msg, be.ErrorResponse) and msg.kind == b"E"):
+                    return out

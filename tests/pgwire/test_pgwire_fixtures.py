@@ -128,7 +128,7 @@ def test_byte_by_byte_gives_identical_frames(name: str, side: str, switch: str) 
 
 @pytest.mark.parametrize(("name", "side"), STREAMS)
 @pytest.mark.parametrize("switch", ["continue", "take_pending"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=30))
 def test_random_chunks_give_identical_frames(name: str, side: str, switch: str, sizes: list[int]) -> None:
     data = load(name, side)

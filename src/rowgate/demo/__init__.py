@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -36,25 +35,6 @@ def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _remembered_port(pg_dir: Path) -> int | None:
-    """The port the embedded server had last time, if it can have it again.
-
-    EmbeddedPostgres reuses its previous port only when a plain bind() succeeds, which fails
-    for a minute after a restart while the old server's connections sit in TIME_WAIT.
-    PostgreSQL binds with SO_REUSEADDR and would get the port, so check the way it binds."""
-    try:
-        port = int((pg_dir / "pg.port").read_text().strip())
-    except (OSError, ValueError):
-        return None
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return None
-    return port
-
-
 def prepare_demo(data_dir: Path, port: int = 6543, control_port: int = 8765) -> Demo:
     """Start PostgreSQL, seed ``shop`` if missing and write the demo's files; do not serve.
 
@@ -63,7 +43,7 @@ def prepare_demo(data_dir: Path, port: int = 6543, control_port: int = 8765) -> 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pg_dir = data_dir / "pg"
-    pg = EmbeddedPostgres(pg_dir, port=_remembered_port(pg_dir))
+    pg = EmbeddedPostgres(pg_dir)
     _progress(f"rowgate demo: starting PostgreSQL in {pg.data_dir} ...")
     pg.start()
     try:

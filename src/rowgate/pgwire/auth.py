@@ -50,10 +50,14 @@ class ScramServerExchange:
 
     With ``verifier=None`` (unknown identity) the exchange runs against a random
     verifier and fails at the end, so a client cannot tell an unknown name from a
-    wrong secret."""
+    wrong secret. Pass ``mock_salt`` (stable per name, see ``TokenDirectory.mock_salt``):
+    a salt that changed on every attempt would give the unknown name away."""
 
-    def __init__(self, verifier: ScramVerifier | None) -> None:
-        self._verifier = verifier or make_verifier(os.urandom(16).hex())
+    def __init__(self, verifier: ScramVerifier | None, *, mock_salt: bytes | None = None) -> None:
+        # an unknown name costs no key derivation either: its timing matches a known one
+        self._verifier = verifier or ScramVerifier(
+            mock_salt or os.urandom(32), os.urandom(32), os.urandom(32), 4096
+        )
         self._known = verifier is not None
         self._stage = 0
         self._nonce = ""
@@ -150,13 +154,13 @@ class ScramClientExchange:
             self._client.set_server_first(server_first.decode())
             final: str = self._client.get_client_final()
             return final.encode()
-        except scramp.ScramException as e:
+        except (scramp.ScramException, UnicodeDecodeError) as e:
             raise UpstreamUnavailable(f"upstream SCRAM exchange failed: {e}") from e
 
     def finish(self, server_final: bytes) -> None:
         try:
             self._client.set_server_final(server_final.decode())
-        except scramp.ScramException as e:
+        except (scramp.ScramException, UnicodeDecodeError) as e:
             raise UpstreamUnavailable("upstream server signature is invalid (not the server we expect?)") from e
 
 

@@ -103,6 +103,8 @@ class Framer:
                 )
             return 0, length
         t = data[pos]
+        if t == 0:  # no message type is 0; Frame.type 0 means an untyped startup packet
+            raise ProtocolViolation(f"invalid message type 0 from {self._peer}")
         (length,) = _LEN.unpack_from(data, pos + 1)
         if length < 4:
             raise ProtocolViolation(f"invalid message length {length} from {self._peer}")

@@ -76,6 +76,9 @@ FORWARDED_PARAMS = frozenset(
     }
 )
 
+# read by rowgate itself, never forwarded
+_CONSUMED_PARAMS = frozenset({"user", "database", "replication", "options"})
+
 
 class ClientSession:
     def __init__(
@@ -300,6 +303,17 @@ class ClientSession:
                 msg = be.decode_backend(raw[0], raw[5:])
                 assert isinstance(msg, be.ParameterStatus)
                 self.info.parameters[msg.name] = msg.value
+        dropped = sorted({k for k, _ in pkt.params if k not in FORWARDED_PARAMS and k not in _CONSUMED_PARAMS})
+        if dropped:
+            out.append(
+                be.error_response(
+                    "01000",
+                    f"rowgate did not apply the startup parameters {', '.join(dropped)}",
+                    severity="WARNING",
+                    hint="run SET after connecting; the statement is then checked like any other",
+                    notice=True,
+                ).encode()
+            )
         out.append(self.key.encode())
         out.append(be.ReadyForQuery("I").encode())
         self.writer.writelines(out)
@@ -307,7 +321,8 @@ class ClientSession:
 
     async def _authenticate(self, user: str) -> Principal:
         entry = self.server.tokens.lookup(user)
-        exchange = ScramServerExchange(entry[1] if entry else None)
+        mock_salt = None if entry else self.server.tokens.mock_salt(user)  # stable per name: no enumeration
+        exchange = ScramServerExchange(entry[1] if entry else None, mock_salt=mock_salt)
         self.writer.write(exchange.request().encode())
         await self.writer.drain()
         try:

@@ -47,6 +47,14 @@ async def _open(
     writer.write(SSLRequest().encode())
     answer = await reader.readexactly(1)
     if answer == b"S":
+        # bytes sent after 'S' but before the handshake would be read as if they came over
+        # TLS: a man in the middle could inject a fake login (the flaw of CVE-2021-23222)
+        if getattr(reader, "_buffer", b""):  # StreamReader keeps no public count
+            writer.close()
+            raise UpstreamUnavailable(
+                f"upstream database {name!r} sent unencrypted data after agreeing to TLS",
+                detail="possible man-in-the-middle attack; the connection was closed",
+            )
         try:
             await writer.start_tls(ctx, server_hostname=cfg.tls.server_name or cfg.host)
         except (ssl.SSLError, OSError) as e:
