@@ -116,7 +116,9 @@ def start_proxy(
     return RunningProxy(cfg, pipeline)
 
 
-def raw_login(port: int, user: str, token: str, database: str = "app", **params: str) -> list[object]:
+def raw_login(
+    port: int, user: str, token: str, database: str = "app", protocol: int | None = None, **params: str
+) -> list[object]:
     """Log in over a plain socket with rowgate's own codec and return every backend
     message up to the first ReadyForQuery or error (what drivers hide: notices,
     parameter statuses, the exact error fields)."""
@@ -131,7 +133,7 @@ def raw_login(port: int, user: str, token: str, database: str = "app", **params:
     out: list[object] = []
     scram: ScramClientExchange | None = None
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        startup = StartupMessage(PROTOCOL_3_0, (("user", user), ("database", database), *params.items()))
+        startup = StartupMessage(protocol or PROTOCOL_3_0, (("user", user), ("database", database), *params.items()))
         s.sendall(startup.encode())
         while True:
             data = s.recv(65536)

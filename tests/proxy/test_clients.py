@@ -986,3 +986,22 @@ def test_pgbench_through_proxy(proxy: RunningProxy, pgbench_tables: None, mode: 
     failed = re.search(r"number of failed transactions: (\d+)", res.stdout)
     assert failed is not None and failed.group(1) == "0", res.stdout
     assert f"query mode: {mode}" in res.stdout
+
+
+def test_psql_large_object_import_uses_function_call(proxy, direct, tmp_path):
+    """libpq's lo_import speaks the FunctionCall sub-protocol ('F'/'V' messages)."""
+    src = tmp_path / "blob.bin"
+    payload = bytes(range(256)) * 40
+    src.write_bytes(payload)
+    env = {**os.environ, "PGPASSWORD": TOKENS["alice"]}
+    dsn = f"postgresql://alice@127.0.0.1:{proxy.port}/app?sslmode=disable"
+    out = subprocess.run(
+        [tool("psql"), "-X", "-v", "ON_ERROR_STOP=1", dsn, "-c", f"\\lo_import {src}"],
+        capture_output=True, text=True, env=env, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    oid = int(out.stdout.split()[1])
+    try:
+        assert direct.execute("SELECT lo_get(%s)", [oid]).fetchone()[0] == payload
+    finally:
+        direct.execute("SELECT lo_unlink(%s)", [oid])

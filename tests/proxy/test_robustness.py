@@ -298,3 +298,18 @@ def test_unapplied_startup_parameters_are_reported(proxy):
     assert isinstance(messages[-1], be.ReadyForQuery)
     statuses = {m.name: m.value for m in messages if isinstance(m, be.ParameterStatus)}
     assert statuses["application_name"] == "raw"
+
+
+def test_newer_protocol_minor_is_negotiated_down(proxy):
+    messages = raw_login(proxy.port, "alice", TOKENS["alice"], protocol=(3 << 16) | 2, **{"_pq_.future": "on"})
+    negotiations = [m for m in messages if isinstance(m, be.NegotiateProtocolVersion)]
+    assert negotiations == [be.NegotiateProtocolVersion(0, ("_pq_.future",))]
+    assert isinstance(messages[-1], be.ReadyForQuery)
+
+
+def test_gssenc_request_is_declined_and_login_continues(proxy):
+    with psycopg.connect(proxy.dsn("alice", gssencmode="prefer")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.sendall(struct.pack("!ii", 8, 80877104))
+        assert s.recv(1) == b"N"

@@ -134,7 +134,7 @@ def banner(doc: dict[str, Any]) -> str:
     width = max(len(i.name) for i in IDENTITIES)
     lines = ["", "rowgate demo is running. Connect through the proxy as:", ""]
     for ident in IDENTITIES:
-        lines.append(f"  {ident.name:<{width}}  ({ident.role})")
+        lines.append(f"  {ident.name:<{width}}  (groups: {', '.join(ident.groups)}; intended role: {ident.role})")
         lines.append(f'  {"":<{width}}  psql "{doc["identities"][ident.name]}"')
     lines += [
         "",
@@ -143,6 +143,7 @@ def banner(doc: dict[str, Any]) -> str:
         f"  config:                               {doc['config']}",
         "",
         "Try as alice:  SELECT full_name, email, national_id, notes FROM customers LIMIT 5;",
+        "This version verifies identities and relays; guardrails, masking and audit are not enforced yet.",
         "Press Ctrl-C to stop.",
         "",
     ]

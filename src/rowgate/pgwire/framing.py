@@ -114,6 +114,64 @@ class Framer:
             )
         return t, length + 1
 
+    def scan(self, data: bytes, wanted: frozenset[int]) -> list[Frame]:
+        """The relay's fast path, for a caller that forwards ``data`` itself: only
+        messages of the ``wanted`` types come back; all others are skipped without
+        being copied or buffered, however large. Do not mix with ``feed`` mid-stream."""
+        out: list[Frame] = []
+        pos, n = 0, len(data)
+        if self._remaining:
+            pos = min(self._remaining, n)
+            self._remaining -= pos
+        if self._buf and self._need == 0 and len(self._buf) >= 5 and self._header(self._buf, 0)[1] < len(self._buf):
+            # more than one message kept from the start-up phase: parse it afresh
+            data = self.take_pending() + data[pos:]
+            pos, n = 0, len(data)
+        if self._buf:
+            if self._need == 0:
+                take = max(0, min(5 - len(self._buf), n - pos))
+                self._buf += data[pos : pos + take]
+                pos += take
+                if len(self._buf) < 5:
+                    return out
+                self._type, self._need = self._header(self._buf, 0)
+            if self._type not in wanted:
+                self._remaining = self._need - len(self._buf)
+                self._buf.clear()
+                self._need = 0
+                skip = min(self._remaining, n - pos)
+                self._remaining -= skip
+                pos += skip
+            else:
+                take = min(self._need - len(self._buf), n - pos)
+                self._buf += data[pos : pos + take]
+                pos += take
+                if len(self._buf) < self._need:
+                    return out
+                out.append(Frame(self._type, bytes(self._buf)))
+                self._buf.clear()
+                self._need = 0
+        max_length = self.max_length
+        unpack = _LEN.unpack_from
+        while n - pos >= 5:
+            t = data[pos]
+            (length,) = unpack(data, pos + 1)
+            if length < 4 or length - 4 > max_length or t == 0:
+                self._header(data, pos)  # raises the precise error
+            end = pos + 1 + length
+            if t in wanted:
+                if end > n:
+                    break
+                out.append(Frame(t, data[pos:end]))
+            elif end > n:
+                self._remaining = end - n
+                return out
+            pos = end
+        if pos < n:
+            self._buf += data[pos:]
+            self._check_buffered_header(5)
+        return out
+
     def feed(self, data: bytes) -> list[Event]:
         out: list[Event] = []
         pos, n = 0, len(data)

@@ -47,6 +47,8 @@ log = logging.getLogger("rowgate.session")
 READ_SIZE = 256 * 1024
 _Q, _E, _S, _F, _X, _P = (ord(c) for c in "QESFXp")
 _Z, _PARAM = ord("Z"), ord("S")
+_TRACKED_FRONTEND = frozenset((_Q, _E, _S, _F, _X))
+_TRACKED_BACKEND = frozenset((_Z, _PARAM))
 
 # Startup parameters passed on to the upstream. Anything else is dropped: in
 # particular 'options' could carry '-c role=...' and run as another database role.
@@ -365,7 +367,7 @@ class ClientSession:
             if not t.cancelled() and (exc := t.exception()) is not None:
                 raise exc
 
-    def _track_frontend(self, events: list[Event] | deque[Event]) -> bool:
+    def _track_frontend(self, events: list[Event] | list[Frame]) -> bool:
         """Count statements and outstanding syncs; True once the client said Terminate."""
         for ev in events:
             if type(ev) is Frame:
@@ -398,37 +400,39 @@ class ClientSession:
                 if not data:
                     return
                 self.last_activity = time.monotonic()
-                events = self.framer.feed(data)
-            if not hooked or not any(type(ev) is Frame and ev.type in hooked for ev in events):
-                bye = self._track_frontend(events)
-                if data:
+                if not hooked:
+                    # fast path: forward the bytes as read; the framer only finds the
+                    # messages that matter for tracking and enforces the length limit
+                    bye = self._track_frontend(self.framer.scan(data, _TRACKED_FRONTEND))
                     up.write(data)
-                else:
-                    up.writelines(_raw(events))
-            else:
-                bye = False
-                for ev in events:
-                    if type(ev) is Frame and ev.type in hooked:
-                        try:
-                            action = pipeline.frontend(self.info, ev)
-                        except Exception as e:
-                            log.exception("session %d: statement stage failed", self.info.id)
-                            raise RowgateError(
-                                "rowgate could not check a statement, so it was refused; the connection is closed"
-                            ) from e
-                        if action is not None:
-                            if action.to_client:
-                                self.writer.write(action.to_client)
-                            if action.to_upstream:
-                                up.write(action.to_upstream)
-                            continue
-                    bye = self._track_frontend([ev]) or bye
-                    up.writelines(_raw([ev]))
+                    await up.drain()
+                    if bye:
+                        return
+                    continue
+                events = self.framer.feed(data)
+            bye = False
+            for ev in events:
+                if type(ev) is Frame and ev.type in hooked:
+                    try:
+                        action = pipeline.frontend(self.info, ev)
+                    except Exception as e:
+                        log.exception("session %d: statement stage failed", self.info.id)
+                        raise RowgateError(
+                            "rowgate could not check a statement, so it was refused; the connection is closed"
+                        ) from e
+                    if action is not None:
+                        if action.to_client:
+                            self.writer.write(action.to_client)
+                        if action.to_upstream:
+                            up.write(action.to_upstream)
+                        continue
+                bye = self._track_frontend([ev]) or bye
+                up.writelines(_raw([ev]))
             await up.drain()
             if bye:
                 return
 
-    def _track_backend(self, events: list[Event]) -> None:
+    def _track_backend(self, events: list[Event] | list[Frame]) -> None:
         for ev in events:
             if type(ev) is Frame:
                 t = ev.type
@@ -451,11 +455,12 @@ class ClientSession:
             if not data:
                 # PostgreSQL sends its own FATAL before closing; it has been relayed
                 return
-            events = framer.feed(data)
-            self._track_backend(events)
             if not hooked:
+                self._track_backend(framer.scan(data, _TRACKED_BACKEND))
                 client.write(data)
             else:
+                events = framer.feed(data)
+                self._track_backend(events)
                 out: list[bytes] = []
                 for ev in events:
                     if type(ev) is Frame and ev.type in hooked:
