@@ -13,7 +13,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rowgate.errors import (
     FeatureNotSupported,
@@ -27,7 +27,7 @@ from rowgate.errors import (
 from rowgate.identity.principal import Principal
 from rowgate.pgwire import backend as be
 from rowgate.pgwire.auth import ScramServerExchange
-from rowgate.pgwire.framing import Event, Frame, Framer, StreamChunk, StreamStart
+from rowgate.pgwire.framing import Event, Frame, Framer
 from rowgate.pgwire.frontend import (
     CancelRequest,
     GSSENCRequest,
@@ -38,6 +38,7 @@ from rowgate.pgwire.frontend import (
 )
 from rowgate.proxy import upstream
 from rowgate.proxy.hooks import SessionInfo
+from rowgate.proxy.relay import Relay, take_buffered
 
 if TYPE_CHECKING:
     from rowgate.proxy.server import ProxyServer
@@ -47,8 +48,6 @@ log = logging.getLogger("rowgate.session")
 READ_SIZE = 256 * 1024
 _Q, _E, _S, _F, _X, _P = (ord(c) for c in "QESFXp")
 _Z, _PARAM = ord("Z"), ord("S")
-_TRACKED_FRONTEND = frozenset((_Q, _E, _S, _F, _X))
-_TRACKED_BACKEND = frozenset((_Z, _PARAM))
 
 # Startup parameters passed on to the upstream. Anything else is dropped: in
 # particular 'options' could carry '-c role=...' and run as another database role.
@@ -106,7 +105,7 @@ class ClientSession:
         self.last_activity = time.monotonic()
         self.draining = False
         self._ending: RowgateError | None = None
-        self._relay_tasks: list[asyncio.Task[None]] = []
+        self._relayed: Relay | None = None
 
     # --- life cycle -------------------------------------------------------------
 
@@ -147,8 +146,8 @@ class ClientSession:
         client gets ``error`` if the stream is at a message boundary."""
         if self._ending is None:
             self._ending = error
-        for t in self._relay_tasks:
-            t.cancel()
+        if self._relayed is not None:
+            self._relayed.finish(None)
 
     def drain(self) -> None:
         """Close once the statement in progress has finished."""
@@ -157,8 +156,6 @@ class ClientSession:
             self.terminate(self.server.shutdown_error())
 
     async def _close(self) -> None:
-        for t in self._relay_tasks:
-            t.cancel()
         err = self._ending
         up_at_boundary = self.upstream is None or self.upstream.framer.at_boundary
         if err is not None and up_at_boundary and not self.writer.is_closing():
@@ -172,8 +169,9 @@ class ClientSession:
         self.server.unregister(self)
         with contextlib.suppress(Exception):
             self.writer.close()
-            async with asyncio.timeout(2):
-                await self.writer.wait_closed()
+            if self._relayed is None:  # once relayed, the stream protocol no longer sees the close
+                async with asyncio.timeout(2):
+                    await self.writer.wait_closed()
 
     @staticmethod
     def _error_bytes(err: RowgateError) -> bytes:
@@ -350,24 +348,16 @@ class ClientSession:
         pipeline = self.server.pipeline
         self.framer.streamable = frozenset({ord("d")}) - pipeline.frontend_types
         self.upstream.framer.streamable = frozenset({ord("D"), ord("d")}) - pipeline.backend_types
-        self._relay_tasks = [
-            asyncio.create_task(self._client_to_upstream(), name=f"session-{self.info.id}-in"),
-            asyncio.create_task(self._upstream_to_client(), name=f"session-{self.info.id}-out"),
-        ]
+        backlog = list(self._events)  # messages the client pipelined right behind its login
+        self._events.clear()
+        client = cast(asyncio.Transport, self.writer.transport)
+        up = cast(asyncio.Transport, self.upstream.writer.transport)
+        self._relayed = Relay(self, client, up)
         if self._ending is not None:  # terminated while logging in
-            for t in self._relay_tasks:
-                t.cancel()
-        try:
-            done, _ = await asyncio.wait(self._relay_tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in self._relay_tasks:
-                t.cancel()
-            await asyncio.gather(*self._relay_tasks, return_exceptions=True)
-        for t in done:
-            if not t.cancelled() and (exc := t.exception()) is not None:
-                raise exc
+            return
+        await self._relayed.run(backlog, take_buffered(self.reader), take_buffered(self.upstream.reader))
 
-    def _track_frontend(self, events: list[Event] | list[Frame]) -> bool:
+    def track_frontend(self, events: list[Event] | list[Frame]) -> bool:
         """Count statements and outstanding syncs; True once the client said Terminate."""
         for ev in events:
             if type(ev) is Frame:
@@ -383,56 +373,7 @@ class ClientSession:
                     return True
         return False
 
-    async def _client_to_upstream(self) -> None:
-        assert self.upstream is not None
-        up = self.upstream.writer
-        pipeline = self.server.pipeline
-        hooked = pipeline.frontend_types
-        # messages the client pipelined right behind its startup packet
-        backlog: list[Event] = list(self._events)
-        self._events.clear()
-        while True:
-            if backlog:
-                events, data = backlog, b""
-                backlog = []
-            else:
-                data = await self.reader.read(READ_SIZE)
-                if not data:
-                    return
-                self.last_activity = time.monotonic()
-                if not hooked:
-                    # fast path: forward the bytes as read; the framer only finds the
-                    # messages that matter for tracking and enforces the length limit
-                    bye = self._track_frontend(self.framer.scan(data, _TRACKED_FRONTEND))
-                    up.write(data)
-                    await up.drain()
-                    if bye:
-                        return
-                    continue
-                events = self.framer.feed(data)
-            bye = False
-            for ev in events:
-                if type(ev) is Frame and ev.type in hooked:
-                    try:
-                        action = pipeline.frontend(self.info, ev)
-                    except Exception as e:
-                        log.exception("session %d: statement stage failed", self.info.id)
-                        raise RowgateError(
-                            "rowgate could not check a statement, so it was refused; the connection is closed"
-                        ) from e
-                    if action is not None:
-                        if action.to_client:
-                            self.writer.write(action.to_client)
-                        if action.to_upstream:
-                            up.write(action.to_upstream)
-                        continue
-                bye = self._track_frontend([ev]) or bye
-                up.writelines(_raw([ev]))
-            await up.drain()
-            if bye:
-                return
-
-    def _track_backend(self, events: list[Event] | list[Frame]) -> None:
+    def track_backend(self, events: list[Event] | list[Frame]) -> None:
         for ev in events:
             if type(ev) is Frame:
                 t = ev.type
@@ -443,53 +384,3 @@ class ClientSession:
                     msg = be.decode_backend(t, ev.payload)
                     assert isinstance(msg, be.ParameterStatus)
                     self.info.parameters[msg.name] = msg.value
-
-    async def _upstream_to_client(self) -> None:
-        assert self.upstream is not None
-        reader, framer = self.upstream.reader, self.upstream.framer
-        client = self.writer
-        pipeline = self.server.pipeline
-        hooked = pipeline.backend_types
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                # PostgreSQL sends its own FATAL before closing; it has been relayed
-                return
-            if not hooked:
-                self._track_backend(framer.scan(data, _TRACKED_BACKEND))
-                client.write(data)
-            else:
-                events = framer.feed(data)
-                self._track_backend(events)
-                out: list[bytes] = []
-                for ev in events:
-                    if type(ev) is Frame and ev.type in hooked:
-                        try:
-                            replaced = pipeline.backend(self.info, ev)
-                        except Exception as e:
-                            log.exception("session %d: result stage failed", self.info.id)
-                            client.writelines(out)
-                            raise RowgateError(
-                                "rowgate could not process a result message; the connection is closed"
-                            ) from e
-                        out.append(ev.raw if replaced is None else replaced)
-                    else:
-                        out.extend(_raw([ev]))
-                client.writelines(out)
-            await client.drain()
-            if self.pending == 0 and self.draining and framer.at_boundary:
-                self.terminate(self.server.shutdown_error())
-                return
-
-
-def _raw(events: list[Event]) -> list[bytes]:
-    out: list[bytes] = []
-    for ev in events:
-        if type(ev) is Frame:
-            out.append(ev.raw)
-        elif type(ev) is StreamStart:
-            out.append(ev.head)
-        else:
-            assert type(ev) is StreamChunk
-            out.append(ev.data)
-    return out

@@ -1,0 +1,201 @@
+"""The relay phase of a session, on plain asyncio protocols.
+
+Once start-up is over, both sockets get a small Protocol whose ``data_received``
+forwards straight to the other transport: no coroutine, future or drain per read,
+which is most of what a proxy costs per round trip. Flow control is the transports'
+own: when one side's write buffer fills, reading from the other side pauses.
+
+With no stage hooked, the bytes read are forwarded unchanged, in the batches they
+arrived in; the framer only tracks message boundaries (``Framer.scan``). Messages are
+framed and handed to the pipeline only for the types some stage asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from rowgate.errors import RowgateError
+from rowgate.pgwire.framing import Event, Frame, StreamChunk, StreamStart
+
+if TYPE_CHECKING:
+    from rowgate.proxy.session import ClientSession
+
+log = logging.getLogger("rowgate.session")
+
+# message types the session tracks: Query, Execute, Sync, FunctionCall, Terminate;
+# ReadyForQuery, ParameterStatus
+TRACKED_FRONTEND = frozenset(b"QESFX")
+TRACKED_BACKEND = frozenset(b"ZS")
+
+
+def take_buffered(reader: asyncio.StreamReader) -> bytes:
+    """Bytes a StreamReader has received but nobody read yet (it has no public API
+    for them); needed when its transport is handed to another protocol."""
+    buffer: bytearray = vars(reader)["_buffer"]
+    data = bytes(buffer)
+    buffer.clear()
+    return data
+
+
+class _Side(asyncio.Protocol):
+    def __init__(self, relay: Relay, from_client: bool) -> None:
+        self._relay = relay
+        self._from_client = from_client
+
+    def data_received(self, data: bytes) -> None:
+        relay = self._relay
+        if relay.done.done():
+            return
+        try:
+            if self._from_client:
+                relay.from_client(data)
+            else:
+                relay.from_upstream(data)
+        except Exception as e:  # any failure ends the session; nothing more is forwarded
+            relay.finish(e)
+
+    def eof_received(self) -> bool | None:
+        self._relay.finish(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._relay.finish(exc)
+
+    def pause_writing(self) -> None:
+        other = self._relay.upstream if self._from_client else self._relay.client
+        other.pause_reading()
+
+    def resume_writing(self) -> None:
+        other = self._relay.upstream if self._from_client else self._relay.client
+        if not other.is_closing():
+            other.resume_reading()
+
+
+class Relay:
+    def __init__(self, session: ClientSession, client: asyncio.Transport, upstream: asyncio.Transport) -> None:
+        self.session = session
+        self.client = client
+        self.upstream = upstream
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pipeline = session.server.pipeline
+        self._pipeline = pipeline
+        self._front_hooked = pipeline.frontend_types
+        self._back_hooked = pipeline.backend_types
+
+    async def run(self, client_backlog: list[Event], client_bytes: bytes, upstream_bytes: bytes) -> None:
+        """Relay until either side closes or ``finish`` is called; raise what ended it."""
+        self.client.set_protocol(_Side(self, from_client=True))
+        self.upstream.set_protocol(_Side(self, from_client=False))
+        if client_backlog:
+            self._client_events(client_backlog)
+        if client_bytes and not self.done.done():
+            self.from_client(client_bytes)
+        if upstream_bytes and not self.done.done():
+            self.from_upstream(upstream_bytes)
+        for t in (self.client, self.upstream):
+            if not t.is_closing():
+                t.resume_reading()
+        try:
+            await self.done
+        finally:
+            for t in (self.client, self.upstream):
+                if not t.is_closing():
+                    t.pause_reading()
+
+    def finish(self, exc: BaseException | None) -> None:
+        if self.done.done():
+            return
+        if exc is None or isinstance(exc, ConnectionError | OSError):
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(exc)
+
+    # --- client to upstream ------------------------------------------------------
+
+    def from_client(self, data: bytes) -> None:
+        s = self.session
+        s.last_activity = time.monotonic()
+        if not self._front_hooked:
+            # fast path: forward the bytes as read; the framer only finds the messages
+            # that matter for tracking and enforces the length limit
+            bye = s.track_frontend(s.framer.scan(data, TRACKED_FRONTEND))
+            self.upstream.write(data)
+            if bye:
+                self.finish(None)
+            return
+        self._client_events(s.framer.feed(data))
+
+    def _client_events(self, events: list[Event]) -> None:
+        s = self.session
+        hooked = self._front_hooked
+        out: list[bytes] = []
+        bye = False
+        for ev in events:
+            if type(ev) is Frame and ev.type in hooked:
+                try:
+                    action = self._pipeline.frontend(s.info, ev)
+                except Exception as e:
+                    log.exception("session %d: statement stage failed", s.info.id)
+                    self.upstream.writelines(out)
+                    raise RowgateError(
+                        "rowgate could not check a statement, so it was refused; the connection is closed"
+                    ) from e
+                if action is not None:
+                    if action.to_client:
+                        self.client.write(action.to_client)
+                    if action.to_upstream:
+                        out.append(action.to_upstream)
+                    continue
+            bye = s.track_frontend([ev]) if type(ev) is Frame else False
+            out.extend(raw_bytes([ev]))
+            if bye:
+                break
+        self.upstream.writelines(out)
+        if bye:
+            self.finish(None)
+
+    # --- upstream to client ------------------------------------------------------
+
+    def from_upstream(self, data: bytes) -> None:
+        s = self.session
+        assert s.upstream is not None
+        framer = s.upstream.framer
+        if not self._back_hooked:
+            s.track_backend(framer.scan(data, TRACKED_BACKEND))
+            self.client.write(data)
+        else:
+            events = framer.feed(data)
+            s.track_backend([ev for ev in events if type(ev) is Frame])
+            out: list[bytes] = []
+            for ev in events:
+                if type(ev) is Frame and ev.type in self._back_hooked:
+                    try:
+                        replaced = self._pipeline.backend(s.info, ev)
+                    except Exception as e:
+                        log.exception("session %d: result stage failed", s.info.id)
+                        self.client.writelines(out)
+                        raise RowgateError(
+                            "rowgate could not process a result message; the connection is closed"
+                        ) from e
+                    out.append(ev.raw if replaced is None else replaced)
+                else:
+                    out.extend(raw_bytes([ev]))
+            self.client.writelines(out)
+        if s.pending == 0 and s.draining and framer.at_boundary:
+            s.terminate(s.server.shutdown_error())
+
+
+def raw_bytes(events: list[Event]) -> list[bytes]:
+    out: list[bytes] = []
+    for ev in events:
+        if type(ev) is Frame:
+            out.append(ev.raw)
+        elif type(ev) is StreamStart:
+            out.append(ev.head)
+        else:
+            assert type(ev) is StreamChunk
+            out.append(ev.data)
+    return out
