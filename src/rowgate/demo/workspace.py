@@ -139,7 +139,6 @@ def banner(doc: dict[str, Any]) -> str:
     lines += [
         "",
         f"  upstream (direct, bypasses rowgate):  psql \"{doc['upstream']}\"",
-        f"  control plane:                        {doc['control']}",
         f"  config:                               {doc['config']}",
         "",
         "Try as alice:  SELECT full_name, email, national_id, notes FROM customers LIMIT 5;",
