@@ -31,10 +31,15 @@ TRACKED_FRONTEND = frozenset(b"QESFX")
 TRACKED_BACKEND = frozenset(b"ZS")
 
 
-def take_buffered(reader: asyncio.StreamReader) -> bytes:
-    """Bytes a StreamReader has received but nobody read yet (it has no public API
-    for them); needed when its transport is handed to another protocol."""
+def stream_buffer(reader: asyncio.StreamReader) -> bytearray:
+    """Bytes a StreamReader has received but nobody read yet. It has no public API for
+    them; they matter when its transport changes hands (TLS upgrade, relay phase)."""
     buffer: bytearray = vars(reader)["_buffer"]
+    return buffer
+
+
+def take_buffered(reader: asyncio.StreamReader) -> bytes:
+    buffer = stream_buffer(reader)
     data = bytes(buffer)
     buffer.clear()
     return data

@@ -110,6 +110,8 @@ class ProxyServer:
     # --- sessions and cancel --------------------------------------------------------
 
     def register(self, session: ClientSession) -> be.BackendKeyData:
+        if self._closing:  # shutdown drained the sessions it found; this one came too late
+            raise self.shutdown_error()
         while True:
             pid = secrets.randbelow(2**31 - 2) + 1
             if pid not in self.sessions:

@@ -38,7 +38,7 @@ from rowgate.pgwire.frontend import (
 )
 from rowgate.proxy import upstream
 from rowgate.proxy.hooks import SessionInfo
-from rowgate.proxy.relay import Relay, take_buffered
+from rowgate.proxy.relay import Relay, stream_buffer, take_buffered
 
 if TYPE_CHECKING:
     from rowgate.proxy.server import ProxyServer
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rowgate.session")
 
 READ_SIZE = 256 * 1024
+MAX_AUTH_MESSAGE = 65535  # PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH, for messages before authentication
 _Q, _E, _S, _F, _X, _P = (ord(c) for c in "QESFXp")
 _Z, _PARAM = ord("Z"), ord("S")
 
@@ -163,7 +164,8 @@ class ClientSession:
                 self.writer.write(self._error_bytes(err))
         if self.upstream is not None:
             with contextlib.suppress(Exception):
-                if not self.upstream.writer.is_closing():
+                # a Terminate after half a forwarded message would become that message's tail
+                if not self.upstream.writer.is_closing() and self.framer.at_boundary:
                     self.upstream.writer.write(b"X\x00\x00\x00\x04")
                 self.upstream.writer.close()
         self.server.unregister(self)
@@ -211,22 +213,23 @@ class ClientSession:
         return decode_startup((await self._next_frame()).payload)
 
     def _unread_bytes(self) -> int:
-        buffered = getattr(self.reader, "_buffer", b"")  # StreamReader keeps no public count
-        return self.framer.pending + len(self._events) + len(buffered)
+        return self.framer.pending + len(self._events) + len(stream_buffer(self.reader))
 
     async def _startup(self) -> bool:
         """Negotiate, authenticate and log in upstream. False for a CancelRequest."""
         pkt = await self._read_startup_packet()
         negotiated_ssl = negotiated_gss = False
         while isinstance(pkt, SSLRequest | GSSENCRequest):
+            # bytes sent after SSLRequest but before the handshake would be read as if
+            # they came over TLS: refuse them (the flaw of CVE-2021-23214). PostgreSQL
+            # refuses them after a GSSENCRequest too, whatever it answers.
+            if self._unread_bytes():
+                kind = "SSL" if isinstance(pkt, SSLRequest) else "GSSAPI encryption"
+                raise ProtocolViolation(f"received unencrypted data after {kind} request")
             if isinstance(pkt, SSLRequest):
                 if negotiated_ssl:
                     raise ProtocolViolation("duplicate SSLRequest")
                 negotiated_ssl = True
-                # bytes sent after SSLRequest but before the handshake would be read as if
-                # they came over TLS: refuse them (the flaw of CVE-2021-23214)
-                if self._unread_bytes():
-                    raise ProtocolViolation("received unencrypted data after SSL request")
                 ctx = self.server.tls_context
                 if ctx is None:
                     self.writer.write(b"N")
@@ -247,6 +250,9 @@ class ClientSession:
             return False
         assert isinstance(pkt, StartupMessage)
         self.framer.startup = False  # from here on every message carries a type byte
+        # until the client has authenticated, nothing it sends may claim more memory than
+        # an authentication message needs (limits.max_message_size applies afterwards)
+        self.framer.max_length = min(self.framer.max_length, MAX_AUTH_MESSAGE)
         self._events.extend(self.framer.feed(b""))
         await self._login(pkt)
         return True
@@ -276,6 +282,7 @@ class ClientSession:
             self.writer.write(be.NegotiateProtocolVersion(0, unsupported).encode())
         self.server.admit()
         principal = await self._authenticate(user)
+        self.framer.max_length = self.server.config.limits.max_message_size
         self.info.principal = principal
         cfg = self.server.config.upstreams.get(database)
         if cfg is None:
@@ -303,7 +310,9 @@ class ClientSession:
                 msg = be.decode_backend(raw[0], raw[5:])
                 assert isinstance(msg, be.ParameterStatus)
                 self.info.parameters[msg.name] = msg.value
-        dropped = sorted({k for k, _ in pkt.params if k not in FORWARDED_PARAMS and k not in _CONSUMED_PARAMS})
+        dropped = sorted(
+            {k for k, _ in pkt.params if k not in FORWARDED_PARAMS | _CONSUMED_PARAMS and not k.startswith("_pq_.")}
+        )
         if dropped:
             out.append(
                 be.error_response(
@@ -350,12 +359,15 @@ class ClientSession:
         self.upstream.framer.streamable = frozenset({ord("D"), ord("d")}) - pipeline.backend_types
         backlog = list(self._events)  # messages the client pipelined right behind its login
         self._events.clear()
+        # and the start of the next one: the framer kept those bytes without forwarding
+        # them, while from here on it only tracks bytes the relay forwards itself
+        client_bytes = self.framer.take_pending() + take_buffered(self.reader)
         client = cast(asyncio.Transport, self.writer.transport)
         up = cast(asyncio.Transport, self.upstream.writer.transport)
         self._relayed = Relay(self, client, up)
         if self._ending is not None:  # terminated while logging in
             return
-        await self._relayed.run(backlog, take_buffered(self.reader), take_buffered(self.upstream.reader))
+        await self._relayed.run(backlog, client_bytes, take_buffered(self.upstream.reader))
 
     def track_frontend(self, events: list[Event] | list[Frame]) -> bool:
         """Count statements and outstanding syncs; True once the client said Terminate."""

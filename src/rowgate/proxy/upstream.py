@@ -14,6 +14,7 @@ from rowgate.pgwire.auth import ScramClientExchange, md5_response
 from rowgate.pgwire.buffer import cstr
 from rowgate.pgwire.framing import Frame, Framer
 from rowgate.pgwire.frontend import PROTOCOL_3_0, CancelRequest, PasswordMessage, SSLRequest, StartupMessage
+from rowgate.proxy.relay import stream_buffer
 
 log = logging.getLogger("rowgate.upstream")
 READ_SIZE = 256 * 1024
@@ -44,13 +45,24 @@ async def _open(
         ) from e
     if ctx is None:
         return reader, writer, False
+    try:
+        return reader, writer, await _negotiate_tls(name, cfg, ctx, reader, writer)
+    except BaseException:
+        # also on a timeout while the upstream keeps silent: the socket would stay open
+        writer.close()
+        raise
+
+
+async def _negotiate_tls(
+    name: str, cfg: Upstream, ctx: ssl.SSLContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> bool:
+    """SSLRequest and handshake; True if the connection is now encrypted."""
     writer.write(SSLRequest().encode())
     answer = await reader.readexactly(1)
     if answer == b"S":
         # bytes sent after 'S' but before the handshake would be read as if they came over
         # TLS: a man in the middle could inject a fake login (the flaw of CVE-2021-23222)
-        if getattr(reader, "_buffer", b""):  # StreamReader keeps no public count
-            writer.close()
+        if stream_buffer(reader):
             raise UpstreamUnavailable(
                 f"upstream database {name!r} sent unencrypted data after agreeing to TLS",
                 detail="possible man-in-the-middle attack; the connection was closed",
@@ -58,12 +70,10 @@ async def _open(
         try:
             await writer.start_tls(ctx, server_hostname=cfg.tls.server_name or cfg.host)
         except (ssl.SSLError, OSError) as e:
-            writer.close()
             raise UpstreamUnavailable(f"TLS to upstream database {name!r} failed", detail=str(e)) from e
-        return reader, writer, True
+        return True
     if answer == b"N" and cfg.tls.mode == "prefer":
-        return reader, writer, False
-    writer.close()
+        return False
     raise UpstreamUnavailable(f"upstream database {name!r} does not accept TLS, which the config requires")
 
 
@@ -82,6 +92,7 @@ async def _read_frame(conn: UpstreamConnection, pending: list[Frame]) -> Frame:
 async def _authenticate(conn: UpstreamConnection, name: str, cfg: Upstream, password: str | None) -> list[Frame]:
     pending: list[Frame] = []
     scram: ScramClientExchange | None = None
+    scram_verified = False
     while True:
         f = await _read_frame(conn, pending)
         if f.type == ord("E"):
@@ -99,6 +110,13 @@ async def _authenticate(conn: UpstreamConnection, name: str, cfg: Upstream, pass
         auth = be.decode_backend(f.type, f.payload)
         assert isinstance(auth, be.Authentication)
         if auth.code == be.AUTH_OK:
+            if scram is not None and not scram_verified:
+                # only the final SCRAM message proves the server knows the password: an
+                # impostor would skip it
+                raise UpstreamUnavailable(
+                    f"upstream database {name!r} ended the SCRAM exchange without proving its identity",
+                    detail="possible man-in-the-middle attack; the connection was closed",
+                )
             continue
         if auth.code in (be.AUTH_CLEARTEXT, be.AUTH_MD5, be.AUTH_SASL) and password is None:
             raise UpstreamUnavailable(
@@ -118,8 +136,9 @@ async def _authenticate(conn: UpstreamConnection, name: str, cfg: Upstream, pass
             conn.writer.write(PasswordMessage(scram.initial()).encode())
         elif auth.code == be.AUTH_SASL_CONTINUE and scram is not None:
             conn.writer.write(PasswordMessage(scram.respond(auth.data)).encode())
-        elif auth.code == be.AUTH_SASL_FINAL and scram is not None:
+        elif auth.code == be.AUTH_SASL_FINAL and scram is not None and not scram_verified:
             scram.finish(auth.data)
+            scram_verified = True
         else:
             raise UpstreamUnavailable(
                 f"upstream database {name!r} asks for an authentication method rowgate does not support "
@@ -188,8 +207,10 @@ async def send_cancel(name: str, cfg: Upstream, ctx: ssl.SSLContext | None, key:
     try:
         async with asyncio.timeout(cfg.connect_timeout):
             _reader, writer, _tls = await _open(name, cfg, ctx)
-            writer.write(CancelRequest(key.pid, key.secret).encode())
-            await writer.drain()
-            writer.close()
+            try:
+                writer.write(CancelRequest(key.pid, key.secret).encode())
+                await writer.drain()
+            finally:
+                writer.close()
     except (RowgateError, OSError, TimeoutError, asyncio.IncompleteReadError) as e:
         log.warning("cancel to upstream %s failed: %s", name, e)
