@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rowgate.errors import MessageTooLarge, ProtocolViolation
 from rowgate.pgwire import backend as be
 from rowgate.pgwire import frontend as fe
-from rowgate.pgwire.framing import DEFAULT_MAX_STARTUP, Event, Frame, Framer, StreamChunk, StreamStart
+from rowgate.pgwire.framing import DEFAULT_MAX_STARTUP, Frame, Framer
 
 TWO_GB = 2**31 - 1  # the largest int32 length field
 
@@ -165,130 +165,68 @@ EXPECTED = [
     be.CommandComplete("SELECT 2").encode(),
     be.ReadyForQuery("I").encode(),
 ]
-THRESHOLD = 1024
+WANTED = frozenset({ord("Z"), ord("S")})  # what the relay tracks: small messages
 
 
-def streaming_framer() -> Framer:
-    framer = Framer(peer="server", stream_threshold=THRESHOLD)
-    framer.streamable = frozenset({ord("D")})
-    return framer
-
-
-def reassemble(events: list[Event]) -> tuple[list[bytes], list[bool]]:
-    """Messages rebuilt from events, and for each whether it came streamed."""
-    out: list[bytes] = []
-    streamed: list[bool] = []
-    current: bytearray | None = None
-    for ev in events:
-        if isinstance(ev, Frame):
-            assert current is None, "a whole frame inside a streamed message"
-            out.append(ev.raw)
-            streamed.append(False)
-        elif isinstance(ev, StreamStart):
-            assert current is None
-            assert ev.type == ord("D")
-            assert ev.head[:1] == b"D" and struct.unpack("!i", ev.head[1:5])[0] == ev.length + 4
-            current = bytearray(ev.head)
-            expected_len = ev.length + 5
-        else:
-            assert isinstance(ev, StreamChunk) and current is not None
-            current += ev.data
-            assert len(current) <= expected_len
-            if ev.last:
-                assert len(current) == expected_len
-                out.append(bytes(current))
-                streamed.append(True)
-                current = None
-            else:
-                assert len(current) < expected_len
-    assert current is None, "stream ended inside a message"
-    return out, streamed
-
-
-def feed_all(framer: Framer, chunks: list[bytes], max_pending: int | None = None) -> list[Event]:
-    events: list[Event] = []
+def split_all(framer: Framer, chunks: list[bytes], wanted: frozenset[int] = WANTED, max_pending: int | None = None):
+    """Split every chunk; return (all bytes emitted in order, the whole frames)."""
+    emitted = bytearray()
+    frames: list[Frame] = []
     for c in chunks:
-        events += framer.feed(c)
+        for part in framer.split(c, wanted):
+            if isinstance(part, Frame):
+                frames.append(part)
+                emitted += part.raw
+            else:
+                emitted += part
         if max_pending is not None:
             assert framer.pending <= max_pending
-    assert framer.pending == 0
-    return events
+    assert framer.pending == 0 and framer.at_boundary
+    return bytes(emitted), frames
 
 
-def test_large_datarow_fed_byte_by_byte_streams_with_bounded_memory() -> None:
-    framer = streaming_framer()
-    # the framer never holds more than a whole small message (the RowDescription, here)
-    events = feed_all(framer, [STREAM[i : i + 1] for i in range(len(STREAM))], max_pending=THRESHOLD + 5)
-    messages, streamed = reassemble(events)
-    assert messages == EXPECTED
-    assert streamed == [False, True, False, True, False, False]
-    starts = [e for e in events if isinstance(e, StreamStart)]
-    assert [s.length for s in starts] == [len(BIG_ROW) - 5] * 2
-    assert [s.head for s in starts] == [BIG_ROW[:5]] * 2  # only the header was held
-    lasts = [e for e in events if isinstance(e, StreamChunk) and e.last]
-    assert len(lasts) == 2
+def test_large_datarow_fed_byte_by_byte_passes_through_with_bounded_memory() -> None:
+    # an unwanted message is never held: at most a cut header or an unfinished small
+    # wanted message (ReadyForQuery is 6 bytes) waits
+    emitted, frames = split_all(Framer(peer="server"), [STREAM[i : i + 1] for i in range(len(STREAM))], max_pending=5)
+    assert emitted == STREAM
+    assert [f.raw for f in frames] == [EXPECTED[-1]]
 
 
-def test_large_datarow_fed_whole_gives_the_same_bytes() -> None:
-    whole, _ = reassemble(feed_all(streaming_framer(), [STREAM]))
-    one_by_one, _ = reassemble(feed_all(streaming_framer(), [STREAM[i : i + 1] for i in range(len(STREAM))]))
-    assert whole == one_by_one == EXPECTED
-    decoded = [be.decode_backend(m[0], m[5:]) for m in whole]
-    assert decoded[1] == be.DataRow((b"id-1", BIG_VALUE, None))
+def test_large_datarow_whole_and_byte_by_byte_give_the_same_bytes() -> None:
+    whole, _ = split_all(Framer(peer="server"), [STREAM])
+    one_by_one, _ = split_all(Framer(peer="server"), [STREAM[i : i + 1] for i in range(len(STREAM))])
+    assert whole == one_by_one == STREAM
 
 
-def test_large_datarow_streams_when_its_header_arrives_with_part_of_the_body() -> None:
-    head = 300
-    split = STREAM.index(BIG_ROW) + head
-    events = feed_all(streaming_framer(), [STREAM[:split], STREAM[split : split + 7000], STREAM[split + 7000 :]])
-    messages, streamed = reassemble(events)
-    assert messages == EXPECTED
-    assert streamed[1] is True
-    first_start = next(e for e in events if isinstance(e, StreamStart))
-    assert first_start.head == BIG_ROW[:head]
-
-
-def test_large_datarow_streams_after_a_split_header() -> None:
-    split = STREAM.index(BIG_ROW) + 3  # header cut in the middle
-    events = feed_all(streaming_framer(), [STREAM[:split], STREAM[split : split + 100], STREAM[split + 100 :]])
-    messages, streamed = reassemble(events)
-    assert messages == EXPECTED
-    assert streamed[1] is True
+def test_wanted_large_message_is_held_back_until_whole() -> None:
+    framer = Framer(peer="server")
+    cut = STREAM.index(BIG_ROW) + 300
+    first = framer.split(STREAM[:cut], frozenset({ord("D")}))
+    # the bytes before the big row went on; the partial big row did not
+    assert b"".join(p.raw if isinstance(p, Frame) else p for p in first) == STREAM[: STREAM.index(BIG_ROW)]
+    assert framer.pending == 300
+    _, frames = split_all(framer, [STREAM[cut:]], frozenset({ord("D")}))
+    assert frames[0].raw == BIG_ROW
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=20))
-def test_large_datarow_random_chunks_give_the_same_bytes(sizes: list[int]) -> None:
+@given(
+    sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=20),
+    wanted=st.sampled_from([frozenset(), WANTED, frozenset({ord("D")}), frozenset(b"TDCZ")]),
+)
+def test_split_random_chunks_give_the_same_bytes_and_frames(sizes: list[int], wanted: frozenset[int]) -> None:
     chunks, pos, i = [], 0, 0
     while pos < len(STREAM):
         chunks.append(STREAM[pos : pos + sizes[i % len(sizes)]])
         pos += sizes[i % len(sizes)]
         i += 1
-    messages, _ = reassemble(feed_all(streaming_framer(), chunks))
-    assert messages == EXPECTED
+    emitted, frames = split_all(Framer(peer="server"), chunks, wanted)
+    assert emitted == STREAM
+    assert [f.raw for f in frames] == [m for m in EXPECTED if m[0] in wanted]
 
 
-def test_non_streamable_large_message_is_buffered_whole() -> None:
-    framer = Framer(peer="server", stream_threshold=THRESHOLD)
-    framer.streamable = frozenset({ord("d")})  # CopyData only
-    events = feed_all(framer, [STREAM[i : i + 4096] for i in range(0, len(STREAM), 4096)])
-    assert all(isinstance(e, Frame) for e in events)
-    assert [e.raw for e in events if isinstance(e, Frame)] == EXPECTED
-
-
-def test_streamed_message_still_checked_against_max_length() -> None:
-    framer = Framer(peer="server", stream_threshold=THRESHOLD, max_length=len(BIG_ROW) - 6)
-    framer.streamable = frozenset({ord("D")})
+def test_passed_through_message_still_checked_against_max_length() -> None:
+    framer = Framer(peer="server", max_length=len(BIG_ROW) - 6)
     with pytest.raises(MessageTooLarge):
-        framer.feed(BIG_ROW[:5])
-
-
-def test_message_just_at_the_threshold_is_not_streamed() -> None:
-    at = fe.CopyData(b"x" * THRESHOLD).encode()
-    over = fe.CopyData(b"x" * (THRESHOLD + 1)).encode()
-    framer = Framer(stream_threshold=THRESHOLD)
-    framer.streamable = frozenset({ord("d")})
-    assert framer.feed(at[:5]) == []
-    assert framer.feed(at[5:]) == [Frame(ord("d"), at)]
-    assert framer.feed(over[:5]) == [StreamStart(ord("d"), THRESHOLD + 1, over[:5])]
-    assert framer.feed(over[5:]) == [StreamChunk(over[5:], True)]
+        framer.split(BIG_ROW[:5], WANTED)

@@ -1,8 +1,8 @@
 """Splitting a byte stream into protocol messages, sans-IO.
 
 Every length field is checked against a limit before anything is buffered for it.
-Messages the caller does not need whole (large DataRow or CopyData that no stage
-inspects) may be passed through in pieces, so a 100 MB value never sits in memory.
+Messages the relay does not need whole (a large DataRow or CopyData that no stage
+inspects) pass through in pieces, so a 100 MB value never sits in memory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ _LEN = struct.Struct("!i")
 
 DEFAULT_MAX_MESSAGE = 1 << 30  # 1 GiB, as PostgreSQL's own MaxAllocSize
 DEFAULT_MAX_STARTUP = 10_000  # PostgreSQL's MAX_STARTUP_PACKET_LENGTH
-DEFAULT_STREAM_THRESHOLD = 1 << 20
 
 
 @dataclass(slots=True)
@@ -32,26 +31,8 @@ class Frame:
         return self.raw[4:] if self.type == 0 else self.raw[5:]
 
 
-@dataclass(slots=True)
-class StreamStart:
-    """The head of a large message that is passed through in pieces."""
-
-    type: int
-    length: int  # payload length
-    head: bytes  # header plus the first payload bytes
-
-
-@dataclass(slots=True)
-class StreamChunk:
-    data: bytes
-    last: bool
-
-
-Event = Frame | StreamStart | StreamChunk
-
-
 class Framer:
-    """Feed bytes, get events. In startup mode it expects untyped packets (int32
+    """Bytes in, messages out. In startup mode it expects untyped packets (int32
     length first) and stops after one, leaving later bytes unparsed, because after an
     SSLRequest the next bytes belong to TLS, not to this protocol."""
 
@@ -60,20 +41,17 @@ class Framer:
         *,
         max_length: int = DEFAULT_MAX_MESSAGE,
         max_startup_length: int = DEFAULT_MAX_STARTUP,
-        stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
         startup: bool = False,
         peer: str = "client",
     ) -> None:
         self.max_length = max_length
         self.max_startup_length = max_startup_length
-        self.stream_threshold = stream_threshold
-        self.streamable: frozenset[int] = frozenset()
         self.startup = startup
         self._peer = peer
         self._buf = bytearray()
         self._need = 0  # total size of the buffered message once its header is known
         self._type = 0
-        self._remaining = 0  # bytes still to pass through of a streamed message
+        self._remaining = 0  # bytes of an unwanted message still to pass through (split)
 
     @property
     def pending(self) -> int:
@@ -114,19 +92,17 @@ class Framer:
             )
         return t, length + 1
 
-    def scan(self, data: bytes, wanted: frozenset[int]) -> list[Frame]:
-        """The relay's fast path, for a caller that forwards ``data`` itself: only
-        messages of the ``wanted`` types come back; all others are skipped without
-        being copied or buffered, however large. Do not mix with ``feed`` mid-stream."""
-        out: list[Frame] = []
+    def split(self, data: bytes, wanted: frozenset[int]) -> list[bytes | Frame]:
+        """The relay's framing: cut ``data`` into runs of bytes to forward untouched
+        and whole messages of the ``wanted`` types, in stream order. A wanted message is
+        held back until it is complete; all others pass through as they arrive, never
+        buffered or copied beyond slicing, however large. Do not mix with ``feed``."""
+        out: list[bytes | Frame] = []
         pos, n = 0, len(data)
-        if self._remaining:
+        if self._remaining:  # the rest of an unwanted message passes through
             pos = min(self._remaining, n)
             self._remaining -= pos
-        if self._buf and self._need == 0 and len(self._buf) >= 5 and self._header(self._buf, 0)[1] < len(self._buf):
-            # more than one message kept from the start-up phase: parse it afresh
-            data = self.take_pending() + data[pos:]
-            pos, n = 0, len(data)
+        run = 0  # start of the bytes not yet emitted
         if self._buf:
             if self._need == 0:
                 take = max(0, min(5 - len(self._buf), n - pos))
@@ -135,14 +111,19 @@ class Framer:
                 if len(self._buf) < 5:
                     return out
                 self._type, self._need = self._header(self._buf, 0)
-            if self._type not in wanted:
+                if len(self._buf) > self._need:  # several messages kept from start-up
+                    data = self.take_pending() + data[pos:]
+                    pos, n = 0, len(data)
+            if self._buf and self._type not in wanted:
+                out.append(bytes(self._buf))
                 self._remaining = self._need - len(self._buf)
                 self._buf.clear()
                 self._need = 0
+                run = pos
                 skip = min(self._remaining, n - pos)
                 self._remaining -= skip
                 pos += skip
-            else:
+            elif self._buf:
                 take = min(self._need - len(self._buf), n - pos)
                 self._buf += data[pos : pos + take]
                 pos += take
@@ -151,6 +132,7 @@ class Framer:
                 out.append(Frame(self._type, bytes(self._buf)))
                 self._buf.clear()
                 self._need = 0
+                run = pos
         max_length = self.max_length
         unpack = _LEN.unpack_from
         while n - pos >= 5:
@@ -160,32 +142,36 @@ class Framer:
                 self._header(data, pos)  # raises the precise error
             end = pos + 1 + length
             if t in wanted:
+                if pos > run:
+                    out.append(data[run:pos])
                 if end > n:
-                    break
+                    self._buf += data[pos:]
+                    self._type, self._need = t, end - pos
+                    return out
                 out.append(Frame(t, data[pos:end]))
+                run = pos = end
             elif end > n:
                 self._remaining = end - n
-                return out
-            pos = end
-        if pos < n:
+                pos = n
+            else:
+                pos = end
+        if pos < n:  # a header cut short: hold it back until its type is known
             self._buf += data[pos:]
-            self._check_buffered_header(5)
+        if pos > run:
+            out.append(data[run:pos])
         return out
 
-    def feed(self, data: bytes) -> list[Event]:
-        out: list[Event] = []
+    def feed(self, data: bytes) -> list[Frame]:
+        """Whole messages only, each buffered until complete (up to the limit): for the
+        start-up phase and for tests; the relay uses ``split``."""
+        out: list[Frame] = []
         pos, n = 0, len(data)
-        if self._remaining:
-            take = min(self._remaining, n)
-            self._remaining -= take
-            out.append(StreamChunk(data[:take], self._remaining == 0))
-            pos = take
         hdr = 4 if self.startup else 5
         if self._buf and self._need == 0 and len(self._buf) >= hdr and self._header(self._buf, 0)[1] <= len(self._buf):
             # Bytes kept after a startup packet may hold whole messages (the buffered
             # path below assumes less than one): parse them afresh with the new data.
-            data = self.take_pending() + data[pos:]
-            pos, n = 0, len(data)
+            data = self.take_pending() + data
+            n = len(data)
         if self._buf:
             if self._need == 0:
                 take = max(0, min(hdr - len(self._buf), n - pos))
@@ -194,15 +180,6 @@ class Framer:
                 if len(self._buf) < hdr:
                     return out
                 self._type, self._need = self._header(self._buf, 0)
-                if self._need - hdr > self.stream_threshold and self._type in self.streamable:
-                    head = bytes(self._buf)
-                    self._buf.clear()
-                    self._remaining = self._need - len(head)
-                    self._need = 0
-                    out.append(StreamStart(self._type, self._remaining + len(head) - hdr, head))
-                    if pos < n:
-                        out.extend(self.feed(data[pos:]))
-                    return out
             take = min(self._need - len(self._buf), n - pos)
             self._buf += data[pos : pos + take]
             pos += take
@@ -218,10 +195,6 @@ class Framer:
             t, size = self._header(data, pos)
             end = pos + size
             if end > n:
-                if size - hdr > self.stream_threshold and t in self.streamable:
-                    self._remaining = end - n
-                    out.append(StreamStart(t, size - hdr, data[pos:]))
-                    return out
                 break
             out.append(Frame(t, data[pos:end]))
             pos = end

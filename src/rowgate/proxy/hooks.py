@@ -34,6 +34,10 @@ class SessionInfo:
     statements: int = 0
     transaction_status: str = "I"  # from the last ReadyForQuery: I, T or E
     parameters: dict[str, str] = field(default_factory=dict)  # ParameterStatus as the client sees it
+    # result message types stages want to see for now, on top of the pipeline's static
+    # ones; while non-empty the relay leaves its fast path for this session's results
+    watched_backend: frozenset[int] = frozenset()
+    stage_state: dict[str, object] = field(default_factory=dict)  # per-session state of each stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,7 @@ class Pipeline:
     def backend(self, session: SessionInfo, message: Frame) -> bytes | None:
         raw: bytes | None = None
         for stage in self.stages:
-            if message.type in stage.backend_types:
+            if message.type in stage.backend_types or message.type in session.watched_backend:
                 out = stage.on_backend(session, message)
                 if out is not None:
                     if not out:

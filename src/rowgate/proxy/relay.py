@@ -5,9 +5,10 @@ forwards straight to the other transport: no coroutine, future or drain per read
 which is most of what a proxy costs per round trip. Flow control is the transports'
 own: when one side's write buffer fills, reading from the other side pauses.
 
-With no stage hooked, the bytes read are forwarded unchanged, in the batches they
-arrived in; the framer only tracks message boundaries (``Framer.scan``). Messages are
-framed and handed to the pipeline only for the types some stage asked for.
+The framer (``Framer.split``) cuts what was read into runs of bytes that go on
+untouched and whole messages of the few types the session tracks or some stage asked
+for; with no stage hooked the bytes read are forwarded as they are, in the batches they
+arrived in.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rowgate.errors import RowgateError
-from rowgate.pgwire.framing import Event, Frame, StreamChunk, StreamStart
+from rowgate.pgwire.framing import Frame
 
 if TYPE_CHECKING:
     from rowgate.proxy.session import ClientSession
@@ -88,14 +89,15 @@ class Relay:
         pipeline = session.server.pipeline
         self._pipeline = pipeline
         self._front_hooked = pipeline.frontend_types
+        self._front_wanted = TRACKED_FRONTEND | pipeline.frontend_types
         self._back_hooked = pipeline.backend_types
 
-    async def run(self, client_backlog: list[Event], client_bytes: bytes, upstream_bytes: bytes) -> None:
+    async def run(self, client_backlog: list[Frame], client_bytes: bytes, upstream_bytes: bytes) -> None:
         """Relay until either side closes or ``finish`` is called; raise what ended it."""
         self.client.set_protocol(_Side(self, from_client=True))
         self.upstream.set_protocol(_Side(self, from_client=False))
         if client_backlog:
-            self._client_events(client_backlog)
+            self._client_parts(list[bytes | Frame](client_backlog))
         if client_bytes and not self.done.done():
             self.from_client(client_bytes)
         if upstream_bytes and not self.done.done():
@@ -123,25 +125,34 @@ class Relay:
     def from_client(self, data: bytes) -> None:
         s = self.session
         s.last_activity = time.monotonic()
-        if not self._front_hooked:
-            # fast path: forward the bytes as read; the framer only finds the messages
-            # that matter for tracking and enforces the length limit
-            bye = s.track_frontend(s.framer.scan(data, TRACKED_FRONTEND))
-            self.upstream.write(data)
+        framer = s.framer
+        held_before = framer.pending
+        parts = framer.split(data, self._front_wanted)
+        hooked = self._front_hooked
+        if not hooked:
+            bye = s.track_frontend(parts)
+            if held_before == 0 and framer.pending == 0:
+                self.upstream.write(data)  # the common case: every byte read goes on as it is
+            else:
+                self.upstream.writelines(raw_bytes(parts))
             if bye:
                 self.finish(None)
             return
-        self._client_events(s.framer.feed(data))
+        self._client_parts(parts)
 
-    def _client_events(self, events: list[Event]) -> None:
+    def _client_parts(self, parts: list[bytes | Frame]) -> None:
         s = self.session
         hooked = self._front_hooked
         out: list[bytes] = []
         bye = False
-        for ev in events:
-            if type(ev) is Frame and ev.type in hooked:
+        for part in parts:
+            if type(part) is bytes:
+                out.append(part)
+                continue
+            assert type(part) is Frame
+            if part.type in hooked:
                 try:
-                    action = self._pipeline.frontend(s.info, ev)
+                    action = self._pipeline.frontend(s.info, part)
                 except Exception as e:
                     log.exception("session %d: statement stage failed", s.info.id)
                     self.upstream.writelines(out)
@@ -154,9 +165,9 @@ class Relay:
                     if action.to_upstream:
                         out.append(action.to_upstream)
                     continue
-            bye = s.track_frontend([ev]) if type(ev) is Frame else False
-            out.extend(raw_bytes([ev]))
-            if bye:
+            out.append(part.raw)
+            if s.track_frontend([part]):
+                bye = True
                 break
         self.upstream.writelines(out)
         if bye:
@@ -168,39 +179,35 @@ class Relay:
         s = self.session
         assert s.upstream is not None
         framer = s.upstream.framer
-        if not self._back_hooked:
-            s.track_backend(framer.scan(data, TRACKED_BACKEND))
-            self.client.write(data)
+        watched = s.info.watched_backend
+        hooked = self._back_hooked | watched if watched else self._back_hooked
+        held_before = framer.pending
+        parts = framer.split(data, TRACKED_BACKEND | hooked if hooked else TRACKED_BACKEND)
+        s.track_backend(parts)
+        if not hooked:
+            if held_before == 0 and framer.pending == 0:
+                self.client.write(data)
+            else:
+                self.client.writelines(raw_bytes(parts))
         else:
-            events = framer.feed(data)
-            s.track_backend([ev for ev in events if type(ev) is Frame])
             out: list[bytes] = []
-            for ev in events:
-                if type(ev) is Frame and ev.type in self._back_hooked:
+            for part in parts:
+                if type(part) is Frame and part.type in hooked:
                     try:
-                        replaced = self._pipeline.backend(s.info, ev)
+                        replaced = self._pipeline.backend(s.info, part)
                     except Exception as e:
                         log.exception("session %d: result stage failed", s.info.id)
                         self.client.writelines(out)
                         raise RowgateError(
                             "rowgate could not process a result message; the connection is closed"
                         ) from e
-                    out.append(ev.raw if replaced is None else replaced)
+                    out.append(part.raw if replaced is None else replaced)
                 else:
-                    out.extend(raw_bytes([ev]))
+                    out.append(part.raw if isinstance(part, Frame) else part)
             self.client.writelines(out)
         if s.pending == 0 and s.draining and framer.at_boundary:
             s.terminate(s.server.shutdown_error())
 
 
-def raw_bytes(events: list[Event]) -> list[bytes]:
-    out: list[bytes] = []
-    for ev in events:
-        if type(ev) is Frame:
-            out.append(ev.raw)
-        elif type(ev) is StreamStart:
-            out.append(ev.head)
-        else:
-            assert type(ev) is StreamChunk
-            out.append(ev.data)
-    return out
+def raw_bytes(parts: list[bytes | Frame]) -> list[bytes]:
+    return [p.raw if isinstance(p, Frame) else p for p in parts]

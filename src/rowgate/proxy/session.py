@@ -13,6 +13,7 @@ import logging
 import ssl
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 from rowgate.errors import (
@@ -27,7 +28,7 @@ from rowgate.errors import (
 from rowgate.identity.principal import Principal
 from rowgate.pgwire import backend as be
 from rowgate.pgwire.auth import ScramServerExchange
-from rowgate.pgwire.framing import Event, Frame, Framer
+from rowgate.pgwire.framing import Frame, Framer
 from rowgate.pgwire.frontend import (
     CancelRequest,
     GSSENCRequest,
@@ -99,7 +100,7 @@ class ClientSession:
             startup=True,
             peer="client",
         )
-        self._events: deque[Event] = deque()
+        self._events: deque[Frame] = deque()
         self.upstream: upstream.UpstreamConnection | None = None
         self.key: be.BackendKeyData | None = None
         self.pending = 0  # Query, Sync and FunctionCall messages still awaiting ReadyForQuery
@@ -204,10 +205,7 @@ class ClientSession:
             if not data:
                 raise asyncio.IncompleteReadError(b"", None)
             self._events.extend(self.framer.feed(data))
-        ev = self._events.popleft()
-        if not isinstance(ev, Frame):
-            raise ProtocolViolation("unexpected streamed message during start-up")
-        return ev
+        return self._events.popleft()
 
     async def _read_startup_packet(self) -> StartupPacket:
         return decode_startup((await self._next_frame()).payload)
@@ -354,9 +352,6 @@ class ClientSession:
 
     async def _relay(self) -> None:
         assert self.upstream is not None
-        pipeline = self.server.pipeline
-        self.framer.streamable = frozenset({ord("d")}) - pipeline.frontend_types
-        self.upstream.framer.streamable = frozenset({ord("D"), ord("d")}) - pipeline.backend_types
         backlog = list(self._events)  # messages the client pipelined right behind its login
         self._events.clear()
         # and the start of the next one: the framer kept those bytes without forwarding
@@ -369,9 +364,9 @@ class ClientSession:
             return
         await self._relayed.run(backlog, client_bytes, take_buffered(self.upstream.reader))
 
-    def track_frontend(self, events: list[Event] | list[Frame]) -> bool:
+    def track_frontend(self, parts: Sequence[bytes | Frame]) -> bool:
         """Count statements and outstanding syncs; True once the client said Terminate."""
-        for ev in events:
+        for ev in parts:
             if type(ev) is Frame:
                 t = ev.type
                 if t == _Q:
@@ -385,8 +380,8 @@ class ClientSession:
                     return True
         return False
 
-    def track_backend(self, events: list[Event] | list[Frame]) -> None:
-        for ev in events:
+    def track_backend(self, parts: Sequence[bytes | Frame]) -> None:
+        for ev in parts:
             if type(ev) is Frame:
                 t = ev.type
                 if t == _Z:
