@@ -21,6 +21,14 @@ from rowgate.embedded import BIN_DIR
 from rowgate.proxy.hooks import Pipeline
 from rowgate.proxy.server import ProxyServer
 
+# The relay tests exercise clients, not policy: every statement goes through the gate
+# (analysis and decision), but all guardrails are lifted for them.
+RELAXED = [
+    "drop", "truncate", "delete_without_where", "update_without_where", "drop_column", "drop_owned",
+    "privileges", "role_change", "copy_program", "copy_file", "set_role", "alter_system", "unknown_effect",
+]
+PERMISSIVE_POLICY = {"rules": [{"id": "relay-tests", "action": "allow", "relax": RELAXED}]}
+
 TOKENS = {"alice": "alice-Tok3n-analyst", "bob": "bob-Tok3n-engineer", "agent": "agent-Tok3n-bot"}
 GROUPS = {"alice": ["analysts"], "bob": ["engineers"], "agent": ["agents"]}
 
@@ -67,6 +75,7 @@ def base_config(upstream: UpstreamDB, secrets_dir: Path, **overrides: Any) -> di
         "listen": {"host": "127.0.0.1", "port": 0},
         "identities": identities,
         "upstreams": {"app": up},
+        "policy": PERMISSIVE_POLICY,
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):

@@ -47,6 +47,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=6543, help="proxy port (default 6543)")
     demo.add_argument("--control-port", type=int, default=8765, help="control plane port (default 8765)")
 
+    check = with_config(
+        sub.add_parser(
+            "check",
+            help="show the decision the proxy would make for a statement",
+            description="Analyse SQL as IDENTITY on DATABASE with the same code the proxy runs, and print the "
+            "facts of each statement, the rule that decides and the decision. Exit 0 when allowed, 1 when not.",
+        )
+    )
+    check.add_argument("--as", dest="identity", required=True, help="an identity from the config")
+    check.add_argument("--database", required=True, help="an upstream name from the config")
+    check.add_argument("--search-path", default="public", help="the session's search_path (default: public)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("sql", help="the statement(s), as the client would send them")
+
     check_config = with_config(sub.add_parser("config", help="validate a config file and print a summary"))
     check_config.add_argument("--json", action="store_true", help="print the validated config as JSON")
     return p
@@ -63,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             from rowgate.demo import run_demo
 
             return run_demo(Path(args.data_dir), args.port, args.control_port)
+        if args.command == "check":
+            from rowgate.explain import run_check
+
+            return run_check(load_config(args.config), args.identity, args.database, args.sql, args.search_path,
+                             as_json=args.json)
         if args.command == "config":
             config = load_config(args.config)
             if args.json:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from rowgate.errors import ConfigError
+from rowgate.policy.model import Policy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -145,6 +146,7 @@ class Config(_Model):
     data_dir: Path | None = None
     identities: dict[str, Identity] = {}
     upstreams: dict[str, Upstream]
+    policy: Policy = Policy()
 
 
 def _absolutise(node: Any, base: Path) -> Any:

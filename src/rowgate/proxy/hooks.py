@@ -33,6 +33,7 @@ class SessionInfo:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     statements: int = 0
     transaction_status: str = "I"  # from the last ReadyForQuery: I, T or E
+    pending: int = 0  # Query, Sync and FunctionCall messages still awaiting their ReadyForQuery
     parameters: dict[str, str] = field(default_factory=dict)  # ParameterStatus as the client sees it
     # result message types stages want to see for now, on top of the pipeline's static
     # ones; while non-empty the relay leaves its fast path for this session's results

@@ -164,6 +164,7 @@ class Relay:
                         self.client.write(action.to_client)
                     if action.to_upstream:
                         out.append(action.to_upstream)
+                    s.track_frontend([part])  # a replacement answers like the message it replaces
                     continue
             out.append(part.raw)
             if s.track_frontend([part]):
@@ -205,7 +206,7 @@ class Relay:
                 else:
                     out.append(part.raw if isinstance(part, Frame) else part)
             self.client.writelines(out)
-        if s.pending == 0 and s.draining and framer.at_boundary:
+        if s.info.pending == 0 and s.draining and framer.at_boundary:
             s.terminate(s.server.shutdown_error())
 
 

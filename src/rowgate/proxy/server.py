@@ -20,6 +20,7 @@ from rowgate.identity.static_tokens import TokenDirectory
 from rowgate.pgwire import backend as be
 from rowgate.pgwire.frontend import CancelRequest
 from rowgate.proxy import upstream
+from rowgate.proxy.gate import StatementGate
 from rowgate.proxy.hooks import Pipeline, SessionInfo
 from rowgate.proxy.session import ClientSession
 from rowgate.proxy.tls import server_context, upstream_context
@@ -30,7 +31,7 @@ log = logging.getLogger("rowgate.server")
 class ProxyServer:
     def __init__(self, config: Config, pipeline: Pipeline | None = None) -> None:
         self.config = config
-        self.pipeline = pipeline or Pipeline()
+        self.pipeline = pipeline if pipeline is not None else Pipeline([StatementGate(config.policy)])
         self.tokens = TokenDirectory(config.identities)
         self.tls_context = server_context(config.listen.tls)
         self.upstream_tls = {n: upstream_context(u.tls, f"upstreams.{n}") for n, u in config.upstreams.items()}
@@ -147,7 +148,7 @@ class ProxyServer:
                 continue
             now = time.monotonic()
             for s in list(self.sessions.values()):
-                if s.pending == 0 and now - s.last_activity > timeout:
+                if s.info.pending == 0 and now - s.last_activity > timeout:
                     s.terminate(
                         IdleSessionTimeout(
                             "terminating connection due to idle-session timeout",

@@ -65,7 +65,6 @@ FORWARDED_PARAMS = frozenset(
         "intervalstyle",
         "extra_float_digits",
         "search_path",
-        "standard_conforming_strings",
         "lc_monetary",
         "lc_numeric",
         "lc_time",
@@ -103,7 +102,6 @@ class ClientSession:
         self._events: deque[Frame] = deque()
         self.upstream: upstream.UpstreamConnection | None = None
         self.key: be.BackendKeyData | None = None
-        self.pending = 0  # Query, Sync and FunctionCall messages still awaiting ReadyForQuery
         self.last_activity = time.monotonic()
         self.draining = False
         self._ending: RowgateError | None = None
@@ -154,7 +152,7 @@ class ClientSession:
     def drain(self) -> None:
         """Close once the statement in progress has finished."""
         self.draining = True
-        if self.pending == 0:
+        if self.info.pending == 0:
             self.terminate(self.server.shutdown_error())
 
     async def _close(self) -> None:
@@ -370,12 +368,12 @@ class ClientSession:
             if type(ev) is Frame:
                 t = ev.type
                 if t == _Q:
-                    self.pending += 1
+                    self.info.pending += 1
                     self.info.statements += 1
                 elif t == _E:
                     self.info.statements += 1
                 elif t in (_S, _F):
-                    self.pending += 1
+                    self.info.pending += 1
                 elif t == _X:
                     return True
         return False
@@ -385,7 +383,7 @@ class ClientSession:
             if type(ev) is Frame:
                 t = ev.type
                 if t == _Z:
-                    self.pending = max(0, self.pending - 1)
+                    self.info.pending = max(0, self.info.pending - 1)
                     self.info.transaction_status = chr(ev.raw[5])
                 elif t == _PARAM:
                     msg = be.decode_backend(t, ev.payload)

@@ -63,6 +63,7 @@ class Statement:
     # SET / RESET of a parameter: (lower-case name, value as PostgreSQL would store it, None for RESET)
     setting: tuple[str, str | None] | None = None
     error: str | None = None  # for UNPARSEABLE: the parser's message
+    language: str | None = None  # DO, CREATE FUNCTION / PROCEDURE: the body's language ("plpgsql", "sql", ...)
 
     @property
     def tables(self) -> frozenset[str]:

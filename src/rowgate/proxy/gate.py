@@ -1,0 +1,267 @@
+"""The statement gate: the pipeline stage that analyses every statement a client sends
+and enforces the policy's decision before anything reaches the upstream.
+
+A refused message is not answered by rowgate itself: it is replaced by a statement
+that fails in the upstream during parse analysis (a call of a function that cannot
+exist, named with a one-time nonce), and the upstream's error is rewritten on its way
+back into rowgate's 42501. The upstream thereby does exactly what PostgreSQL does after
+any error: the transaction is aborted, pipelined messages are skipped up to the next
+Sync, and the answer keeps its place among the answers to earlier pipelined messages.
+Nothing of the refused statement runs, and no prepared statement or portal of the
+client is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from rowgate.pgwire import backend as be
+from rowgate.pgwire import frontend as fe
+from rowgate.pgwire.framing import Frame
+from rowgate.policy.engine import Context, Decision, decide_message
+from rowgate.policy.matching import CompiledPolicy, compile_policy
+from rowgate.policy.model import Policy
+from rowgate.proxy.hooks import Action, SessionInfo
+from rowgate.sql import facts
+from rowgate.sql.analyzer import analyze
+from rowgate.sql.facts import Kind, Statement
+
+log = logging.getLogger("rowgate.policy")
+
+_STATE = "gate"
+_MARKER = re.compile(r"rowgate_deny_([0-9a-f]{16})")
+_WATCHED = frozenset(b"EZ")  # ErrorResponse to rewrite, ReadyForQuery to expire denials
+
+
+@dataclass
+class _Denial:
+    error: bytes
+    syncs_left: int  # ReadyForQuery messages still to come before its error must have passed
+
+
+@dataclass
+class _State:
+    search_path: tuple[str, ...] = ("public",)
+    statements: dict[str, list[Statement]] = field(default_factory=dict)  # Parse name -> facts
+    sql_prepared: dict[str, Statement] = field(default_factory=dict)  # SQL PREPARE name -> body facts
+    portals: set[str] = field(default_factory=set)
+    denials: dict[str, _Denial] = field(default_factory=dict)
+
+
+def _state(session: SessionInfo) -> _State:
+    st = session.stage_state.get(_STATE)
+    if st is None:
+        st = session.stage_state[_STATE] = _State()
+    assert isinstance(st, _State)
+    return st
+
+
+def _search_path(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ("public",)
+    names = tuple(p.strip().strip('"') for p in value.split(",") if p.strip())
+    return tuple(n for n in names if n != "$user") or ("public",)
+
+
+def _merge(variants: list[list[Statement]]) -> list[Statement]:
+    """Unqualified names resolve to the first schema of the search path that has the
+    relation; rowgate cannot see which, so a statement is judged as touching every
+    candidate: a rule on app.payments must not be dodged by SET search_path."""
+    merged = []
+    for stmts in zip(*variants, strict=True):
+        first = stmts[0]
+        columns: dict[str, frozenset[str]] = {}
+        for s in stmts:
+            for clause, cols in s.columns.items():
+                columns[clause] = columns.get(clause, frozenset()) | cols
+        merged.append(
+            dataclasses.replace(
+                first,
+                tables_read=frozenset().union(*(s.tables_read for s in stmts)),
+                tables_written=frozenset().union(*(s.tables_written for s in stmts)),
+                columns=columns,
+            )
+        )
+    return merged
+
+
+# Client encodings in which a quote or backslash byte can be the second byte of a
+# character: PostgreSQL reads such text differently from rowgate's UTF-8 parser.
+_UNSAFE_ENCODINGS = frozenset({"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "GB18030", "JOHAB", "UHC", "WIN932", "WIN936"})
+
+
+def _lexing_hazard(parameters: dict[str, str]) -> str | None:
+    """Why rowgate cannot read statements the way this upstream session will, if so."""
+    if parameters.get("standard_conforming_strings", "on") != "on":
+        return "standard_conforming_strings is off: backslashes in strings would be read differently"
+    encoding = parameters.get("client_encoding", "UTF8").upper().replace("-", "_")
+    if encoding in _UNSAFE_ENCODINGS:
+        return f"client_encoding {encoding} can hide quotes inside characters"
+    return None
+
+
+def analyze_for_session(sql: str, search_path: tuple[str, ...], parameters: dict[str, str]) -> list[Statement]:
+    """The analysis the gate acts on, for a session's search path and reported
+    parameters (shared with ``rowgate check``)."""
+    hazard = _lexing_hazard(parameters)
+    if hazard is not None:  # fail closed: judge nothing we might misread
+        return [Statement(text=sql, kind=Kind.UNPARSEABLE, command="UNPARSEABLE",
+                          flags=frozenset({facts.UNPARSEABLE}), error=hazard)]
+    if len(search_path) == 1:
+        return analyze(sql, search_path)
+    return _merge([analyze(sql, (schema,)) for schema in search_path])
+
+
+def _unknown(text: str, command: str, why: str) -> Statement:
+    return Statement(
+        text=text, kind=Kind.PROCEDURAL, command=command, flags=frozenset({facts.UNKNOWN_EFFECT}), error=why
+    )
+
+
+class StatementGate:
+    # Query, Parse, Bind, Describe, Execute, Close, FunctionCall, Sync
+    frontend_types = frozenset(b"QPBDECFS")
+    backend_types: frozenset[int] = frozenset()
+
+    def __init__(self, policy: Policy, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._policy: CompiledPolicy = compile_policy(policy)
+        self._clock = clock
+
+    # --- analysis and decision -------------------------------------------------------
+
+    def _analyze(self, sql: str, st: _State, session: SessionInfo) -> list[Statement]:
+        stmts = analyze_for_session(sql, st.search_path, session.parameters)
+        return [self._resolve_execute(s, st) for s in stmts]
+
+    @staticmethod
+    def _resolve_execute(s: Statement, st: _State) -> Statement:
+        """EXECUTE runs what its PREPARE said; an EXECUTE whose PREPARE rowgate did not
+        see stays unknown procedural code."""
+        if s.execute_name is not None and s.execute_name in st.sql_prepared:
+            body = st.sql_prepared[s.execute_name]
+            return dataclasses.replace(body, text=s.text, command="EXECUTE", prepare_name=None,
+                                       execute_name=s.execute_name)
+        return s
+
+    def _decide(self, session: SessionInfo, stmts: Sequence[Statement]) -> Decision:
+        assert session.principal is not None
+        ctx = Context(session.principal, session.upstream, session.database_environment, self._clock())
+        decision = decide_message(stmts, ctx, self._policy)
+        if decision.refused or not decision.enforced:
+            who = session.principal.name
+            i = decision.statement_index or 0
+            text = stmts[i].text if stmts else ""
+            log.warning("session %d identity=%s: %s; statement: %.200s", session.id, who, decision.message(), text)
+        return decision
+
+    @staticmethod
+    def _remember(stmts: Sequence[Statement], st: _State) -> None:
+        for s in stmts:
+            if s.prepare_name is not None:
+                st.sql_prepared[s.prepare_name] = s
+            if s.deallocate_name is not None:
+                if s.deallocate_name == "*":
+                    st.sql_prepared.clear()
+                else:
+                    st.sql_prepared.pop(s.deallocate_name, None)
+            if s.setting is not None and s.setting[0] == "search_path":
+                st.search_path = _search_path(s.setting[1])
+
+    # --- refusal -----------------------------------------------------------------------
+
+    def _refuse(self, session: SessionInfo, st: _State, decision: Decision, simple: bool) -> Action:
+        nonce = secrets.token_hex(8)
+        hint = decision.hint
+        if decision.action == "require_approval":
+            hint = (hint + " " if hint else "") + "Approvals are not available in this version of rowgate yet."
+        error = be.error_response("42501", decision.message(), hint=hint).encode()
+        # its error arrives before the ReadyForQuery of every Sync now outstanding, and of its own
+        st.denials[nonce] = _Denial(error, session.pending + 1)
+        session.watched_backend = session.watched_backend | _WATCHED
+        failing = f'SELECT "rowgate_deny_{nonce}"()'
+        if simple:
+            return Action(to_upstream=fe.Query(failing).encode())
+        return Action(to_upstream=fe.Parse(f"rowgate_deny_{nonce}", failing).encode())
+
+    def _refuse_unknown(self, session: SessionInfo, st: _State, what: str) -> Action | None:
+        stmt = _unknown(what, "EXECUTE", f"{what} was never prepared through rowgate on this session")
+        decision = self._decide(session, [stmt])
+        if not decision.refused:
+            return None  # unknown_effect relaxed for this identity: PostgreSQL answers
+        return self._refuse(session, st, decision, simple=False)
+
+    # --- the stage -----------------------------------------------------------------------
+
+    def on_frontend(self, session: SessionInfo, message: Frame) -> Action | None:
+        st = _state(session)
+        t = message.type
+        if t == ord("S"):
+            return None
+        msg = fe.decode_frontend(t, message.payload)
+        if isinstance(msg, fe.Query):
+            stmts = self._analyze(msg.sql, st, session)
+            decision = self._decide(session, stmts)
+            if decision.refused:
+                return self._refuse(session, st, decision, simple=True)
+            self._remember(stmts, st)
+            return None
+        if isinstance(msg, fe.Parse):
+            stmts = self._analyze(msg.sql, st, session)
+            decision = self._decide(session, stmts)
+            if decision.refused:
+                return self._refuse(session, st, decision, simple=False)
+            self._remember(stmts, st)
+            st.statements[msg.name] = stmts
+            return None
+        if isinstance(msg, fe.Bind):
+            if msg.statement not in st.statements and msg.statement not in st.sql_prepared:
+                return self._refuse_unknown(session, st, f'prepared statement "{msg.statement}"')
+            st.portals.add(msg.portal)
+            return None
+        if isinstance(msg, fe.Describe):
+            known = st.statements.keys() | st.sql_prepared.keys() if msg.kind == "S" else st.portals
+            if msg.name not in known:
+                kind = "prepared statement" if msg.kind == "S" else "portal"
+                return self._refuse_unknown(session, st, f'{kind} "{msg.name}"')
+            return None
+        if isinstance(msg, fe.Execute):
+            if msg.portal not in st.portals:
+                return self._refuse_unknown(session, st, f'portal "{msg.portal}"')
+            return None
+        if isinstance(msg, fe.Close):
+            if msg.kind == "S":
+                st.statements.pop(msg.name, None)
+            else:
+                st.portals.discard(msg.name)
+            return None
+        if isinstance(msg, fe.FunctionCall):
+            stmt = _unknown(f"<function call, oid {msg.function_oid}>", "FUNCTION CALL", "fast-path function call")
+            stmt = dataclasses.replace(stmt, functions=frozenset({f"oid:{msg.function_oid}"}))
+            decision = self._decide(session, [stmt])
+            if decision.refused:
+                return self._refuse(session, st, decision, simple=True)
+            return None
+        return None
+
+    def on_backend(self, session: SessionInfo, message: Frame) -> bytes | None:
+        st = _state(session)
+        if message.type == ord("E") and st.denials:
+            err = be.decode_backend(message.type, message.payload)
+            assert isinstance(err, be.ErrorResponse)
+            found = _MARKER.search(err.message or "")
+            if found and (denial := st.denials.pop(found.group(1), None)) is not None:
+                return denial.error
+        elif message.type == ord("Z"):
+            for nonce, denial in list(st.denials.items()):
+                denial.syncs_left -= 1
+                if denial.syncs_left <= 0:  # skipped after an earlier error: nothing will come
+                    del st.denials[nonce]
+            if not st.denials:
+                session.watched_backend = session.watched_backend - _WATCHED
+        return None

@@ -1,0 +1,122 @@
+"""Statement analysis entry point: SQL text of one message in, one ``Statement`` per
+statement out, in order.
+
+Conventions (see also ``rowgate.sql.walker`` for columns):
+
+- Unqualified relation names resolve to the first schema of the search_path that is not
+  "$user", pg_catalog or pg_temp (default ``public``); names starting with ``pg_`` resolve to
+  pg_catalog; CTE names are not tables. A ``SET search_path`` earlier in the same message is
+  applied to the statements after it (RESET returns to the path the caller passed).
+- Text that does not parse, or nests too deeply to walk, is one UNPARSEABLE statement for
+  the whole message: the message is refused as a whole.
+- nextval/setval with a literal sequence name are writes of that sequence (in
+  ``tables_written``, kind WRITE for a SELECT) without UNKNOWN_EFFECT; with a computed name
+  the sequence is unknown, so the statement carries UNKNOWN_EFFECT.
+- EXPLAIN ANALYZE has the explained statement's kind, tables and flags plus
+  EXPLAIN_ANALYZE. Plain EXPLAIN is READ: every table the statement names is in
+  tables_read, none is written, and only UNKNOWN_EFFECT survives (the planner may evaluate
+  functions it believes immutable).
+- EXECUTE is PROCEDURAL with UNKNOWN_EFFECT and ``execute_name``: only the proxy knows the
+  PREPARE it refers to, and substitutes that statement's facts.
+
+Results are cached per (text, search_path); every call returns fresh ``columns`` dicts so a
+caller's mutation cannot reach the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import lru_cache
+
+from pglast import parser
+
+from rowgate.sql import facts
+from rowgate.sql.classify import Outcome, classify
+from rowgate.sql.facts import Kind, Statement
+from rowgate.sql.names import parse_search_path
+
+CACHE_SIZE = 4096
+# longer texts (bulk INSERTs) are analysed every time rather than pinned in the cache
+CACHE_MAX_TEXT = 64 * 1024
+
+__all__ = ["analyze", "cache_clear", "cache_info"]
+
+
+def analyze(
+    sql: str, search_path: tuple[str, ...] = ("public",), *, extra_safe_functions: frozenset[str] = frozenset()
+) -> list[Statement]:
+    """Analyse every statement of ``sql``. ``extra_safe_functions`` adds vetted functions
+    (``app.fn`` or bare ``fn``) to the built-in allowlist."""
+    if len(sql) > CACHE_MAX_TEXT:
+        result = _analyze(sql, search_path, extra_safe_functions)
+    else:
+        result = _cached(sql, search_path, extra_safe_functions)
+    return [replace(s, columns=dict(s.columns)) for s in result]
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _cached(sql: str, search_path: tuple[str, ...], extra: frozenset[str]) -> tuple[Statement, ...]:
+    return _analyze(sql, search_path, extra)
+
+
+cache_info = _cached.cache_info
+cache_clear = _cached.cache_clear
+
+
+def _unparseable(sql: str, error: str) -> tuple[Statement, ...]:
+    flags = frozenset({facts.UNPARSEABLE})
+    return (Statement(text=sql, kind=Kind.UNPARSEABLE, command="UNPARSEABLE", flags=flags, error=error),)
+
+
+def _analyze(sql: str, search_path: tuple[str, ...], extra: frozenset[str]) -> tuple[Statement, ...]:
+    try:
+        raw = parser.parse_sql(sql)
+    except parser.ParseError as exc:
+        return _unparseable(sql, str(exc))
+    except RecursionError:
+        return _unparseable(sql, "statement nested too deeply to analyse")
+    except Exception as exc:  # any parser failure refuses the message, never passes it
+        return _unparseable(sql, f"{type(exc).__name__}: {exc}")
+    statements: list[Statement] = []
+    path = search_path
+    try:
+        for stmt in raw or ():
+            start = stmt.stmt_location or 0
+            end = start + stmt.stmt_len if stmt.stmt_len else len(sql)
+            text = sql[start:end].strip()
+            if stmt.stmt is None:
+                continue
+            outcome = classify(stmt.stmt, path, extra)
+            statements.append(_statement(text, outcome))
+            if outcome.setting is not None and outcome.setting[0] in ("search_path", "all"):
+                value = outcome.setting[1]
+                path = parse_search_path(value) if value is not None else search_path
+    except RecursionError:
+        return _unparseable(sql, "statement nested too deeply to analyse")
+    return tuple(statements)
+
+
+def _fingerprint(text: str) -> str:
+    try:
+        return str(parser.fingerprint(text))
+    except Exception:  # a fingerprint groups statements; it is no safety fact
+        return ""
+
+
+def _statement(text: str, o: Outcome) -> Statement:
+    return Statement(
+        text=text,
+        kind=o.kind,
+        command=o.command,
+        tables_read=frozenset(o.reads),
+        tables_written=frozenset(o.writes),
+        columns={clause: frozenset(names) for clause, names in sorted(o.columns.items()) if names},
+        functions=frozenset(o.functions),
+        flags=frozenset(o.flags),
+        fingerprint=_fingerprint(text),
+        prepare_name=o.prepare_name,
+        execute_name=o.execute_name,
+        deallocate_name=o.deallocate_name,
+        setting=o.setting,
+        language=o.language,
+    )
