@@ -28,8 +28,8 @@ class Recorder:
         assert session.principal is not None
         self.seen.append((session.principal.name, msg.sql))
         if isinstance(msg, fe.Query) and "forbidden_marker" in msg.sql:
-            err = be.error_response("42501", "refused by the test stage")
-            return Action(to_client=err.encode() + be.ReadyForQuery(session.transaction_status).encode())
+            # replaced by a statement that fails in the upstream, in its place
+            return Action(to_upstream=fe.Query("SELECT 1/0 AS refused_by_the_test_stage").encode())
         return None
 
     def on_backend(self, session: SessionInfo, message: Frame) -> bytes | None:
@@ -73,12 +73,12 @@ def test_stage_rewrites_results(recorder):
         assert conn.execute("SELECT 'quiet', 'x'::text").fetchone() == ("QUIET", "X")
 
 
-def test_stage_can_answer_without_the_upstream(recorder, direct):
+def test_stage_can_replace_a_statement(recorder, direct):
     p, _ = recorder
     direct.execute("CREATE TABLE IF NOT EXISTS hook_target (v int)")
     direct.execute("TRUNCATE hook_target")
     with psycopg.connect(p.dsn("alice"), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="refused by the test stage"):
+        with pytest.raises(psycopg.errors.DivisionByZero):
             conn.execute("INSERT INTO hook_target VALUES (1) -- forbidden_marker")
         assert conn.execute("SELECT 'after'").fetchone() == ("AFTER",)
     assert direct.execute("SELECT count(*) FROM hook_target").fetchone() == (0,)

@@ -43,11 +43,12 @@ class SessionInfo:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """What a stage does with a client message instead of forwarding it unchanged:
-    send ``to_upstream`` on (may be empty) and answer ``to_client`` directly."""
+    """What a stage sends upstream instead of a client message (b'' drops it). There
+    is deliberately no way to answer the client directly: every answer comes from the
+    upstream, so it keeps its place after the answers to earlier pipelined messages. A
+    stage refuses by sending something that fails there (see ``gate``)."""
 
     to_upstream: bytes = b""
-    to_client: bytes = b""
 
 
 class Stage(Protocol):

@@ -26,10 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rowgate.session")
 
-# message types the session tracks: Query, Execute, Sync, FunctionCall, Terminate;
-# ReadyForQuery, ParameterStatus
-TRACKED_FRONTEND = frozenset(b"QESFX")
-TRACKED_BACKEND = frozenset(b"ZS")
+# message types the session tracks: Query, Execute, Sync, FunctionCall, Terminate,
+# CopyDone, CopyFail; ReadyForQuery, ParameterStatus, CopyInResponse
+TRACKED_FRONTEND = frozenset(b"QESFXcf")
+TRACKED_BACKEND = frozenset(b"ZSG")
 
 
 def stream_buffer(reader: asyncio.StreamReader) -> bytearray:
@@ -160,8 +160,6 @@ class Relay:
                         "rowgate could not check a statement, so it was refused; the connection is closed"
                     ) from e
                 if action is not None:
-                    if action.to_client:
-                        self.client.write(action.to_client)
                     if action.to_upstream:
                         out.append(action.to_upstream)
                     s.track_frontend([part])  # a replacement answers like the message it replaces

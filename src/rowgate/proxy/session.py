@@ -49,7 +49,8 @@ log = logging.getLogger("rowgate.session")
 READ_SIZE = 256 * 1024
 MAX_AUTH_MESSAGE = 65535  # PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH, for messages before authentication
 _Q, _E, _S, _F, _X, _P = (ord(c) for c in "QESFXp")
-_Z, _PARAM = ord("Z"), ord("S")
+_Z, _PARAM, _COPY_IN = ord("Z"), ord("S"), ord("G")
+_COPY_END = frozenset(b"cf")  # CopyDone, CopyFail
 
 # Startup parameters passed on to the upstream. Anything else is dropped: in
 # particular 'options' could carry '-c role=...' and run as another database role.
@@ -104,6 +105,7 @@ class ClientSession:
         self.key: be.BackendKeyData | None = None
         self.last_activity = time.monotonic()
         self.draining = False
+        self.copy_in = False  # between CopyInResponse and the client's CopyDone or CopyFail
         self._ending: RowgateError | None = None
         self._relayed: Relay | None = None
 
@@ -372,8 +374,11 @@ class ClientSession:
                     self.info.statements += 1
                 elif t == _E:
                     self.info.statements += 1
-                elif t in (_S, _F):
+                elif t == _F or (t == _S and not self.copy_in):
+                    # PostgreSQL ignores a Sync during COPY FROM STDIN: no ReadyForQuery answers it
                     self.info.pending += 1
+                elif t in _COPY_END:
+                    self.copy_in = False
                 elif t == _X:
                     return True
         return False
@@ -385,6 +390,8 @@ class ClientSession:
                 if t == _Z:
                     self.info.pending = max(0, self.info.pending - 1)
                     self.info.transaction_status = chr(ev.raw[5])
+                elif t == _COPY_IN:
+                    self.copy_in = True
                 elif t == _PARAM:
                     msg = be.decode_backend(t, ev.payload)
                     assert isinstance(msg, be.ParameterStatus)

@@ -262,6 +262,15 @@ def truth(node: object, same: Same) -> Truth:
     return U
 
 
+def _value(node: object, same: Same) -> object:
+    """A constant, or the folded value of a boolean expression: "(1 = 1) = true"."""
+    value = const(node)
+    if value is _NO and isinstance(node, ast.A_Expr | ast.BoolExpr | ast.NullTest | ast.BooleanTest):
+        folded = truth(node, same)
+        value = {T: True, F: False, N: NULL}.get(folded, _NO)
+    return value
+
+
 def _boolean_test(kind: BoolTestType, value: Truth) -> Truth:
     if value is U:
         return U
@@ -336,7 +345,7 @@ def _a_expr(node: ast.A_Expr, same: Same) -> Truth:
                 return F
         if op in ("~", "~*") and _all_pattern(op, const(right)):
             return T
-        return _compare(op, const(left), const(right))
+        return _compare(op, _value(left, same), _value(right, same))
     if kind in (A_Expr_Kind.AEXPR_LIKE, A_Expr_Kind.AEXPR_ILIKE):
         # "x LIKE '%'" keeps every non-null row; NOT LIKE is never proven true
         if op in ("~~", "~~*") and _all_pattern(op, const(right)):

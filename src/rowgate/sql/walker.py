@@ -52,7 +52,12 @@ class Facts:
 
 
 def _name(node: object) -> str:
-    return (node.sval or "") if isinstance(node, ast.String) else ""
+    """The identifier a String or (INSERT column list) ResTarget node holds."""
+    if isinstance(node, ast.String):
+        return node.sval or ""
+    if isinstance(node, ast.ResTarget):
+        return node.name or ""
+    return ""
 
 
 def _alias(alias: ast.Alias | None) -> str:
@@ -134,12 +139,7 @@ class Walker:
     def select(self, stmt: ast.SelectStmt, outer: Scope | None) -> None:
         with self.with_clause(stmt.withClause, outer):
             if stmt.op != SetOperation.SETOP_NONE:
-                self.query(stmt.larg, outer)
-                self.query(stmt.rarg, outer)
-                # ORDER BY of a UNION names its output columns, which belong to no one table
-                result = Scope([Source("", None)], outer)
-                self.expr(stmt.sortClause, result, "order_by")
-                self.expr((stmt.limitCount, stmt.limitOffset), result, "select")
+                self._set_operation(stmt, outer)
                 return
             scope = Scope([], outer)
             if stmt.intoClause is not None and stmt.intoClause.rel is not None:
@@ -164,6 +164,21 @@ class Walker:
                     continue
                 self.expr(sort, scope, "order_by")
             self.expr((stmt.limitCount, stmt.limitOffset), scope, "select")
+
+    def _set_operation(self, stmt: ast.SelectStmt, outer: Scope | None) -> None:
+        # generated SQL chains hundreds of UNION ALL arms into a left-deep tree: walk the
+        # chain with a stack rather than one Python frame per arm
+        result = Scope([Source("", None)], outer)  # ORDER BY of a UNION names output columns
+        pending: list[ast.Node | None] = [stmt]
+        while pending:
+            node = pending.pop()
+            if (isinstance(node, ast.SelectStmt) and node.op != SetOperation.SETOP_NONE
+                    and (node is stmt or node.withClause is None)):
+                self.expr(node.sortClause, result, "order_by")
+                self.expr((node.limitCount, node.limitOffset), result, "select")
+                pending.extend((node.rarg, node.larg))
+            else:
+                self.query(node, outer)
 
     def from_item(self, item: ast.Node | None, scope: Scope) -> None:
         if item is None:
@@ -318,6 +333,16 @@ class Walker:
                     self.facts.columns.setdefault(clause, set()).add(name)
         elif isinstance(node, ast.FuncCall):
             self.func_call(node, scope, clause)
+        elif isinstance(node, ast.A_Expr):
+            # "a || b || c ..." nests to the left: follow that spine in a loop, not by recursion
+            right: list[object] = []
+            current: object = node
+            while isinstance(current, ast.A_Expr):
+                right.append(current.rexpr)
+                current = current.lexpr
+            self.expr(current, scope, clause)
+            for operand in reversed(right):
+                self.expr(operand, scope, clause)
         elif isinstance(node, ast.SubLink):
             self.expr(node.testexpr, scope, clause)
             self.query(node.subselect, scope)
