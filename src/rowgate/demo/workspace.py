@@ -92,7 +92,39 @@ def config_document(data_dir: Path, *, port: int, control_port: int, pg_port: in
                 "environment": "production",
             }
         },
+        "policy": DEMO_POLICY,
     }
+
+
+# Written against groups, so a token created later for group analysts behaves like alice.
+DEMO_POLICY: dict[str, Any] = {
+    "mode": "enforce",
+    "default": "allow",
+    "rules": [
+        {
+            "id": "agents-read-only",
+            "description": "AI agents may read, nothing else",
+            "match": {"groups": ["agents"], "statement_kinds": ["write", "ddl", "dcl", "procedural"]},
+            "action": "deny",
+            "message": "AI agents are read-only",
+            "hint": "run writes as a human identity",
+        },
+        {
+            "id": "analysts-read-only",
+            "match": {"groups": ["analysts"], "statement_kinds": ["write", "ddl", "dcl", "procedural"]},
+            "action": "deny",
+            "message": "analysts have read access only",
+            "hint": "ask an engineer, or your administrator for write access",
+        },
+        {
+            "id": "payments-changes-need-approval",
+            "description": "changing payment records needs a second person",
+            "match": {"groups": ["engineers"], "commands": ["UPDATE", "DELETE", "MERGE"], "tables": ["*.payments"]},
+            "action": "require_approval",
+            "message": "changes to payments need approval by someone in approvers",
+        },
+    ],
+}
 
 
 _CONFIG_HEADER = """\
@@ -142,7 +174,8 @@ def banner(doc: dict[str, Any]) -> str:
         f"  config:                               {doc['config']}",
         "",
         "Try as alice:  SELECT full_name, email, national_id, notes FROM customers LIMIT 5;",
-        "This version verifies identities and relays; guardrails, masking and audit are not enforced yet.",
+        "Try as bob:    DELETE FROM orders;   (stopped by a guardrail)",
+        "Guardrails and policy are enforced; PII masking and the audit log are not in this version yet.",
         "Press Ctrl-C to stop.",
         "",
     ]
