@@ -31,6 +31,7 @@ from rowgate.proxy.hooks import Action, SessionInfo
 from rowgate.sql import facts
 from rowgate.sql.analyzer import analyze
 from rowgate.sql.facts import Kind, Statement
+from rowgate.sql.names import parse_search_path
 
 log = logging.getLogger("rowgate.policy")
 
@@ -63,9 +64,8 @@ def _state(session: SessionInfo) -> _State:
 
 
 def _search_path(value: str | None) -> tuple[str, ...]:
-    if value is None:
-        return ("public",)
-    names = tuple(p.strip().strip('"') for p in value.split(",") if p.strip())
+    """The schemas unqualified names may resolve to ("$user" has no meaning without a catalog)."""
+    names = parse_search_path(value) if value is not None else ()
     return tuple(n for n in names if n != "$user") or ("public",)
 
 
@@ -125,8 +125,8 @@ def _unknown(text: str, command: str, why: str) -> Statement:
 
 
 class StatementGate:
-    # Query, Parse, Bind, Describe, Execute, Close, FunctionCall, Sync
-    frontend_types = frozenset(b"QPBDECFS")
+    # Query, Parse, Bind, Describe, Execute, Close, FunctionCall
+    frontend_types = frozenset(b"QPBDECF")
     backend_types: frozenset[int] = frozenset()
 
     def __init__(self, policy: Policy, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -200,10 +200,7 @@ class StatementGate:
 
     def on_frontend(self, session: SessionInfo, message: Frame) -> Action | None:
         st = _state(session)
-        t = message.type
-        if t == ord("S"):
-            return None
-        msg = fe.decode_frontend(t, message.payload)
+        msg = fe.decode_frontend(message.type, message.payload)
         if isinstance(msg, fe.Query):
             stmts = self._analyze(msg.sql, st, session)
             decision = self._decide(session, stmts)

@@ -20,11 +20,19 @@ Conventions (see also ``rowgate.sql.walker`` for columns):
   PREPARE it refers to, and substitutes that statement's facts.
 
 Results are cached per (text, search_path); every call returns fresh ``columns`` dicts so a
-caller's mutation cannot reach the cache.
+caller's mutation cannot reach the cache. Applications that inline literals send a new
+text every time, so single plain reads are also cached by their *shape*: the text with
+every constant replaced by a parameter (libpg_query's normalize). Only statements whose
+facts cannot depend on a literal are cached that way: one SELECT that reads, with no
+flags, no function calls and no reg* casts. A literal can only change what a statement
+touches through a function argument (nextval('t'), set_config('role', ...)), a reg* cast,
+a COPY file name, a SET value or a WHERE that is trivially true; all of those are left to
+the full analysis.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from functools import lru_cache
 
@@ -50,8 +58,50 @@ def analyze(
     if len(sql) > CACHE_MAX_TEXT:
         result = _analyze(sql, search_path, extra_safe_functions)
     else:
+        shape = _shape(sql)
+        cached = _shapes.get((shape, search_path, extra_safe_functions)) if shape is not None else None
+        if cached is not None:
+            return [replace(cached, text=_text_of(sql), columns=dict(cached.columns))]
         result = _cached(sql, search_path, extra_safe_functions)
+        if shape is not None and _literal_free(sql, shape, result):
+            if len(_shapes) >= CACHE_SIZE:
+                _shapes.clear()
+            _shapes[(shape, search_path, extra_safe_functions)] = result[0]
     return [replace(s, columns=dict(s.columns)) for s in result]
+
+
+_shapes: dict[tuple[str, tuple[str, ...], frozenset[str]], Statement] = {}
+_REG_CAST = re.compile(r"\breg[a-z]*\b", re.IGNORECASE)
+
+
+def _shape(sql: str) -> str | None:
+    try:
+        normalized: str = parser.normalize(sql)
+    except Exception:  # no shape: the exact-text cache and the full analysis still apply
+        return None
+    return normalized
+
+
+def _text_of(sql: str) -> str:
+    """A single statement's text as the full analysis cuts it (without its semicolon)."""
+    return sql.strip().removesuffix(";").rstrip()
+
+
+def _literal_free(sql: str, shape: str, result: tuple[Statement, ...]) -> bool:
+    if len(result) != 1 or shape == sql:
+        return False
+    s = result[0]
+    return (
+        s.kind is Kind.READ
+        and s.command == "SELECT"
+        and not s.flags
+        and not s.functions
+        and s.prepare_name is None
+        and s.execute_name is None
+        and s.setting is None
+        and s.text == _text_of(sql)
+        and not _REG_CAST.search(shape)
+    )
 
 
 @lru_cache(maxsize=CACHE_SIZE)
@@ -60,7 +110,11 @@ def _cached(sql: str, search_path: tuple[str, ...], extra: frozenset[str]) -> tu
 
 
 cache_info = _cached.cache_info
-cache_clear = _cached.cache_clear
+
+
+def cache_clear() -> None:
+    _cached.cache_clear()
+    _shapes.clear()
 
 
 def _unparseable(sql: str, error: str) -> tuple[Statement, ...]:
