@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from rowgate.errors import ProtocolViolation
 from rowgate.pgwire import backend as be
 from rowgate.pgwire import frontend as fe
 from rowgate.pgwire.framing import Frame
@@ -118,6 +119,17 @@ def analyze_for_session(sql: str, search_path: tuple[str, ...], parameters: dict
     return _merge([analyze(sql, (schema,)) for schema in search_path])
 
 
+_BIND, _EXECUTE = ord("B"), ord("E")
+
+
+def _names(payload: bytes, n: int) -> list[str]:
+    """The first ``n`` NUL-terminated strings of a message."""
+    parts = payload.split(b"\x00", n)
+    if len(parts) <= n:
+        raise ProtocolViolation("malformed message: missing string terminator")
+    return [p.decode("utf-8", "surrogateescape") for p in parts[:n]]
+
+
 def _unknown(text: str, command: str, why: str) -> Statement:
     return Statement(
         text=text, kind=Kind.PROCEDURAL, command=command, flags=frozenset({facts.UNKNOWN_EFFECT}), error=why
@@ -200,7 +212,21 @@ class StatementGate:
 
     def on_frontend(self, session: SessionInfo, message: Frame) -> Action | None:
         st = _state(session)
-        msg = fe.decode_frontend(message.type, message.payload)
+        t = message.type
+        # Bind and Execute come with every prepared execution: read just their names,
+        # not the parameters
+        if t == _BIND:
+            portal, statement = _names(message.payload, 2)
+            if statement not in st.statements and statement not in st.sql_prepared:
+                return self._refuse_unknown(session, st, f'prepared statement "{statement}"')
+            st.portals.add(portal)
+            return None
+        if t == _EXECUTE:
+            (portal,) = _names(message.payload, 1)
+            if portal not in st.portals:
+                return self._refuse_unknown(session, st, f'portal "{portal}"')
+            return None
+        msg = fe.decode_frontend(t, message.payload)
         if isinstance(msg, fe.Query):
             stmts = self._analyze(msg.sql, st, session)
             decision = self._decide(session, stmts)
@@ -216,20 +242,11 @@ class StatementGate:
             self._remember(stmts, st)
             st.statements[msg.name] = stmts
             return None
-        if isinstance(msg, fe.Bind):
-            if msg.statement not in st.statements and msg.statement not in st.sql_prepared:
-                return self._refuse_unknown(session, st, f'prepared statement "{msg.statement}"')
-            st.portals.add(msg.portal)
-            return None
         if isinstance(msg, fe.Describe):
             known = st.statements.keys() | st.sql_prepared.keys() if msg.kind == "S" else st.portals
             if msg.name not in known:
                 kind = "prepared statement" if msg.kind == "S" else "portal"
                 return self._refuse_unknown(session, st, f'{kind} "{msg.name}"')
-            return None
-        if isinstance(msg, fe.Execute):
-            if msg.portal not in st.portals:
-                return self._refuse_unknown(session, st, f'portal "{msg.portal}"')
             return None
         if isinstance(msg, fe.Close):
             if msg.kind == "S":
