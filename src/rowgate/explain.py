@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +18,18 @@ from rowgate.sql.facts import Statement
 
 
 def _facts(s: Statement) -> dict[str, Any]:
-    d = asdict(s)
-    for k, v in d.items():
+    d: dict[str, Any] = {}
+    for f in fields(s):
+        v = getattr(s, f.name)
         if isinstance(v, frozenset):
-            d[k] = sorted(v)
-    d["columns"] = {clause: sorted(cols) for clause, cols in s.columns.items()}
-    d["kind"] = s.kind.value
-    return {k: v for k, v in d.items() if v not in (None, [], {}, "")}
+            v = sorted(v)
+        elif f.name == "columns":
+            v = {clause: sorted(cols) for clause, cols in v.items()}
+        elif f.name == "kind":
+            v = v.value
+        if v not in (None, [], {}, ""):
+            d[f.name] = v
+    return d
 
 
 def run_check(config: Config, identity: str, database: str, sql: str, search_path: str, as_json: bool) -> int:

@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from rowgate.errors import ProtocolViolation
 from rowgate.pgwire import backend as be
@@ -86,7 +87,7 @@ def _merge(variants: list[list[Statement]]) -> list[Statement]:
                 first,
                 tables_read=frozenset().union(*(s.tables_read for s in stmts)),
                 tables_written=frozenset().union(*(s.tables_written for s in stmts)),
-                columns=columns,
+                columns=MappingProxyType(columns),
             )
         )
     return merged

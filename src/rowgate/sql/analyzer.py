@@ -19,8 +19,8 @@ Conventions (see also ``rowgate.sql.walker`` for columns):
 - EXECUTE is PROCEDURAL with UNKNOWN_EFFECT and ``execute_name``: only the proxy knows the
   PREPARE it refers to, and substitutes that statement's facts.
 
-Results are cached per (text, search_path); every call returns fresh ``columns`` dicts so a
-caller's mutation cannot reach the cache. Applications that inline literals send a new
+Results are cached per (text, search_path); statements are immutable (``columns`` is a
+read-only mapping), so cached ones are handed out as they are. Applications that inline literals send a new
 text every time, so single plain reads are also cached by their *shape*: the text with
 every constant replaced by a parameter (libpg_query's normalize). Only statements whose
 facts cannot depend on a literal are cached that way: one SELECT that reads, with no
@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from functools import lru_cache
+from types import MappingProxyType
 
 from pglast import parser
 
@@ -61,13 +62,13 @@ def analyze(
         shape = _shape(sql)
         cached = _shapes.get((shape, search_path, extra_safe_functions)) if shape is not None else None
         if cached is not None:
-            return [replace(cached, text=_text_of(sql), columns=dict(cached.columns))]
+            return [replace(cached, text=_text_of(sql))]
         result = _cached(sql, search_path, extra_safe_functions)
         if shape is not None and _literal_free(sql, shape, result):
             if len(_shapes) >= CACHE_SIZE:
                 _shapes.clear()
             _shapes[(shape, search_path, extra_safe_functions)] = result[0]
-    return [replace(s, columns=dict(s.columns)) for s in result]
+    return list(result)
 
 
 _shapes: dict[tuple[str, tuple[str, ...], frozenset[str]], Statement] = {}
@@ -164,7 +165,7 @@ def _statement(text: str, o: Outcome) -> Statement:
         command=o.command,
         tables_read=frozenset(o.reads),
         tables_written=frozenset(o.writes),
-        columns={clause: frozenset(names) for clause, names in sorted(o.columns.items()) if names},
+        columns=MappingProxyType({clause: frozenset(names) for clause, names in sorted(o.columns.items()) if names}),
         functions=frozenset(o.functions),
         flags=frozenset(o.flags),
         fingerprint=_fingerprint(text),

@@ -3,8 +3,10 @@ analyzer (``rowgate.sql.analyzer``), the policy engine and the audit log."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 
 
 class Kind(StrEnum):
@@ -53,7 +55,7 @@ class Statement:
     tables_read: frozenset[str] = frozenset()
     tables_written: frozenset[str] = frozenset()
     # clause -> columns: "select", "where", "join", "group_by", "order_by", "having", "returning", "set"
-    columns: dict[str, frozenset[str]] = field(default_factory=dict)
+    columns: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     functions: frozenset[str] = frozenset()  # schema-qualified where written, else bare lower-case names
     flags: frozenset[str] = frozenset()
     fingerprint: str = ""  # equal for statements that differ only in literals
