@@ -474,11 +474,13 @@ def test_nextval_is_a_write_of_the_sequence() -> None:
 # code that is stored, prepared or executed ------------------------------------------------
 
 def test_create_function_body_is_not_run() -> None:
+    # the body is stored, not run: none of its tables or flags; but it installs code that
+    # later runs out of rowgate's sight, so the statement itself is unknown_effect
     s = one("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN DROP TABLE t; DELETE FROM u; END$$")
-    assert s.kind == Kind.DDL and not s.flags and not s.tables
+    assert s.kind == Kind.DDL and s.flags == {facts.UNKNOWN_EFFECT} and not s.tables
     assert s.language == "plpgsql"
     s = one("CREATE FUNCTION g() RETURNS void BEGIN ATOMIC DELETE FROM t; END")
-    assert not s.flags and not s.tables and s.language == "sql"
+    assert s.flags == {facts.UNKNOWN_EFFECT} and not s.tables and s.language == "sql"
 
 
 def test_do_block_language() -> None:
@@ -677,3 +679,40 @@ def test_dml_target_is_never_a_cte() -> None:
 def test_create_schema_elements_resolve_in_the_new_schema() -> None:
     s = one("CREATE SCHEMA s CREATE TABLE t (a int) CREATE VIEW v AS SELECT * FROM t")
     assert s.tables_written == {"s.t", "s.v"}
+
+
+# code that runs out of sight ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()",
+        "CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION f()",
+        "CREATE OPERATOR === (leftarg = int, rightarg = int, function = f)",
+        "CREATE AGGREGATE a(int) (sfunc = f, stype = int)",
+        "CREATE CAST (int AS text) WITH FUNCTION f(int)",
+        "CREATE RULE r AS ON INSERT TO x DO ALSO SELECT f()",
+        "ALTER FUNCTION f() SECURITY DEFINER",
+        "CREATE EXTENSION dblink",
+        "SELECT 1 OPERATOR(app.===) 1",
+        "SELECT 1 === 1",
+        "SELECT * FROM t WHERE a <~> b",
+    ],
+)
+def test_installing_or_calling_unseen_code_is_unknown_effect(sql: str) -> None:
+    assert facts.UNKNOWN_EFFECT in one(sql).flags
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT a || b, x ~~ y, c BETWEEN 1 AND 2 FROM t WHERE a IN (1, 2) AND b LIKE 'x' AND c ILIKE 'y'",
+        "SELECT * FROM t WHERE d IS DISTINCT FROM e AND f SIMILAR TO 'g' AND j->>'k' = '1' AND NOT (x @> y)",
+        "SELECT 1 OPERATOR(pg_catalog.+) 1",
+        "SELECT * FROM t WHERE a = ANY(ARRAY[1]) AND b <> ALL(ARRAY[2]) AND c !~* 'z'",
+    ],
+)
+def test_builtin_operators_are_plain_reads(sql: str) -> None:
+    s = one(sql)
+    assert s.kind == Kind.READ and not s.flags

@@ -60,7 +60,7 @@ class _State:
 def _state(session: SessionInfo) -> _State:
     st = session.stage_state.get(_STATE)
     if st is None:
-        st = session.stage_state[_STATE] = _State()
+        st = session.stage_state[_STATE] = _State(search_path=_search_path(session.parameters.get("search_path")))
     assert isinstance(st, _State)
     return st
 
@@ -74,10 +74,12 @@ def _search_path(value: str | None) -> tuple[str, ...]:
 def _merge(variants: list[list[Statement]]) -> list[Statement]:
     """Unqualified names resolve to the first schema of the search path that has the
     relation; rowgate cannot see which, so a statement is judged as touching every
-    candidate: a rule on app.payments must not be dodged by SET search_path."""
+    candidate: a rule on app.payments must not be dodged by SET search_path. Flags are
+    merged too (a variant may see a user function shadowing a built-in), and the kind is
+    that of the variant with the most flags."""
     merged = []
     for stmts in zip(*variants, strict=True):
-        first = stmts[0]
+        first = max(stmts, key=lambda s: len(s.flags))
         columns: dict[str, frozenset[str]] = {}
         for s in stmts:
             for clause, cols in s.columns.items():
@@ -88,6 +90,8 @@ def _merge(variants: list[list[Statement]]) -> list[Statement]:
                 tables_read=frozenset().union(*(s.tables_read for s in stmts)),
                 tables_written=frozenset().union(*(s.tables_written for s in stmts)),
                 columns=MappingProxyType(columns),
+                functions=frozenset().union(*(s.functions for s in stmts)),
+                flags=frozenset().union(*(s.flags for s in stmts)),
             )
         )
     return merged
@@ -117,7 +121,9 @@ def analyze_for_session(sql: str, search_path: tuple[str, ...], parameters: dict
                           flags=frozenset({facts.UNPARSEABLE}), error=hazard)]
     if len(search_path) == 1:
         return analyze(sql, search_path)
-    return _merge([analyze(sql, (schema,)) for schema in search_path])
+    # each variant resolves unqualified relations to its first schema, and keeps the whole
+    # path behind it so a schema searched before pg_catalog still shadows the built-ins
+    return _merge([analyze(sql, (schema, *search_path)) for schema in search_path])
 
 
 _BIND, _EXECUTE = ord("B"), ord("E")

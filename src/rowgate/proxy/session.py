@@ -308,6 +308,11 @@ class ClientSession:
                 msg = be.decode_backend(raw[0], raw[5:])
                 assert isinstance(msg, be.ParameterStatus)
                 self.info.parameters[msg.name] = msg.value
+        # PostgreSQL reports search_path only from version 18 on; the gate needs the one the
+        # session starts with to resolve names (and see shadowed built-ins) as the server does
+        for name, value in params:
+            if name == "search_path":
+                self.info.parameters.setdefault(name, value)
         dropped = sorted(
             {k for k, _ in pkt.params if k not in FORWARDED_PARAMS | _CONSUMED_PARAMS and not k.startswith("_pq_.")}
         )

@@ -84,6 +84,20 @@ def classify(node: ast.Node, search_path: tuple[str, ...], extra_safe: frozenset
     return _finish(outcome, walker)
 
 
+# DDL that installs code which later runs where rowgate cannot see it: a trigger, rule,
+# operator, cast or aggregate calls a function that no statement text ever names again
+_INSTALLS_CODE = (
+    "CREATE FUNCTION", "CREATE PROCEDURE", "ALTER FUNCTION", "ALTER PROCEDURE", "ALTER ROUTINE",
+    "CREATE TRIGGER", "CREATE EVENT TRIGGER", "ALTER EVENT TRIGGER", "CREATE RULE", "CREATE CAST",
+    "CREATE TRANSFORM", "CREATE LANGUAGE", "CREATE OPERATOR", "ALTER OPERATOR", "CREATE AGGREGATE",
+    "CREATE ACCESS METHOD", "CREATE CONVERSION", "CREATE EXTENSION", "ALTER EXTENSION", "LOAD",
+)
+
+
+def _installs_code(outcome: Outcome) -> bool:
+    return outcome.command.startswith(_INSTALLS_CODE)
+
+
 def _finish(outcome: Outcome, walker: Walker) -> Outcome:
     found = walker.facts
     outcome.reads |= found.reads
@@ -92,6 +106,8 @@ def _finish(outcome: Outcome, walker: Walker) -> Outcome:
     outcome.flags |= found.flags
     for clause, names in found.columns.items():
         outcome.columns.setdefault(clause, set()).update(names)
+    if _installs_code(outcome):
+        outcome.flags.add(facts.UNKNOWN_EFFECT)
     if outcome.execute_name is None and found.execute_names:
         outcome.execute_name = found.execute_names[0]
     if outcome.kind == Kind.READ and outcome.writes:

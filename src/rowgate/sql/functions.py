@@ -21,8 +21,11 @@ from collections.abc import Iterable
 # named by their literal argument rather than as code of unknown effect.
 SEQUENCE_WRITERS = frozenset({"nextval", "setval"})
 
-# set_config can switch the role; the analyzer flags SET_ROLE for it on top of UNKNOWN_EFFECT.
+# set_config with a literal setting name is judged like SET of that setting. Settings rowgate
+# tracks (or must never see changed behind its back) keep UNKNOWN_EFFECT, and role changes
+# are flagged SET_ROLE on top, as is a computed setting name.
 SET_CONFIG = "set_config"
+SET_CONFIG_TRACKED = frozenset({"role", "session_authorization", "search_path"})
 
 _AGGREGATES = """
 count sum avg min max array_agg string_agg json_agg jsonb_agg json_agg_strict jsonb_agg_strict
@@ -190,3 +193,15 @@ def base_name(name: str) -> str:
     """The function name without a pg_catalog qualifier; other schemas are kept so a user
     function called ``app.set_config`` is not mistaken for the built-in."""
     return name.removeprefix("pg_catalog.")
+
+
+# The operator names PostgreSQL itself defines (pg_operator of a fresh cluster), plus the
+# names the parser gives LIKE, BETWEEN and friends.
+BUILTIN_OPERATORS = frozenset({
+    "+", "-", "*", "/", "%", "^", "|/", "||/", "!", "!!", "@", "&", "|", "#", "~", "<<", ">>",
+    "=", "<>", "<", ">", "<=", ">=", "||", "~~", "!~~", "~~*", "!~~*", "~*", "!~", "!~*",
+    "&&", "@>", "<@", "->", "->>", "#>", "#>>", "?", "?|", "?&", "@?", "@@", "@@@", "#-",
+    "<->", "<<|", "|>>", "&<", "&>", "<<=", ">>=", "-|-", "##", "?#", "?-", "?-|", "?||",
+    "~=", "<^", ">^", "&<|", "|&>", "^@", "<%", "%>", "<<%", "%>>", "<<->", "<->>", "<#>",
+    "BETWEEN", "NOT BETWEEN", "BETWEEN SYMMETRIC", "NOT BETWEEN SYMMETRIC",
+})

@@ -24,7 +24,14 @@ from pglast import ast
 from pglast.enums import CmdType, MergeMatchKind, SetOperation
 
 from rowgate.sql import facts
-from rowgate.sql.functions import SEQUENCE_WRITERS, SET_CONFIG, base_name, is_known_safe
+from rowgate.sql.functions import (
+    BUILTIN_OPERATORS,
+    SEQUENCE_WRITERS,
+    SET_CONFIG,
+    SET_CONFIG_TRACKED,
+    base_name,
+    is_known_safe,
+)
 from rowgate.sql.names import builtins_shadowable, resolve_relation, split_qualified_name
 from rowgate.sql.trivial import const, is_trivially_true
 
@@ -338,6 +345,7 @@ class Walker:
             right: list[object] = []
             current: object = node
             while isinstance(current, ast.A_Expr):
+                self.operator(current.name)
                 right.append(current.rexpr)
                 current = current.lexpr
             self.expr(current, scope, clause)
@@ -359,6 +367,15 @@ class Walker:
         else:
             for attr in _slots(type(node)):
                 self.expr(getattr(node, attr), scope, clause)
+
+    def operator(self, name: object) -> None:
+        """An operator runs a function too: one outside PostgreSQL's own set, or named in
+        another schema, may be anybody's code."""
+        parts = [n.sval or "" for n in name if isinstance(n, ast.String)] if isinstance(name, tuple | list) else []
+        if not parts:
+            return
+        if (len(parts) > 1 and parts[0].lower() != "pg_catalog") or parts[-1] not in BUILTIN_OPERATORS:
+            self.facts.flags.add(facts.UNKNOWN_EFFECT)
 
     def _record(self, table: str | None, column: str, clause: str) -> None:
         self.facts.columns.setdefault(clause, set()).add(f"{table or '?'}.{column}")
@@ -409,12 +426,17 @@ class Walker:
                 self.facts.flags.add(facts.UNKNOWN_EFFECT)
             if sequence is not None:
                 self.facts.writes.add(sequence)
+        elif base == SET_CONFIG and (name != base or not self.shadowable):
+            # set_config('x', ...) with a literal name is SET x (asyncpg turns jit off this way;
+            # RLS applications set 'app.user_id'), except for the settings rowgate must track
+            setting = const(node.args[0]) if node.args else None
+            key = setting.strip().lower() if isinstance(setting, str) else None
+            if key is None or key in SET_CONFIG_TRACKED:
+                self.facts.flags.add(facts.UNKNOWN_EFFECT)
+            if key is None or key in ("role", "session_authorization"):
+                self.facts.flags.add(facts.SET_ROLE)
         elif not is_known_safe(name, extra=self.extra_safe, shadowable=self.shadowable):
             self.facts.flags.add(facts.UNKNOWN_EFFECT)
-            if base == SET_CONFIG:
-                setting = const(node.args[0]) if node.args else None
-                if not isinstance(setting, str) or setting.strip().lower() in ("role", "session_authorization"):
-                    self.facts.flags.add(facts.SET_ROLE)
         self.expr((node.args, node.agg_order, node.agg_filter, node.over), scope, clause)
 
     def _sequence_argument(self, args: tuple[ast.Node, ...] | None) -> str | None:
