@@ -234,3 +234,20 @@ def test_unparseable_is_refused(gated):
     with psycopg.connect(gated.dsn("bob"), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="unparseable"):
             conn.execute("SELEC 1 FROM nowhere", prepare=False)
+
+
+def test_rolled_back_search_path_cannot_dodge_a_table_rule(upstream, tmp, direct):
+    direct.execute("CREATE SCHEMA IF NOT EXISTS gate_decoy")
+    direct.execute("CREATE TABLE IF NOT EXISTS public.gate_vault (id int)")
+    policy = {"rules": [{"id": "no-vault", "match": {"tables": ["public.gate_vault"]}, "action": "deny"}]}
+    p = start_proxy(upstream, tmp, policy=policy)
+    try:
+        with psycopg.connect(p.dsn("bob")) as conn:
+            conn.execute("SET search_path = gate_decoy", prepare=False)
+            conn.rollback()  # PostgreSQL is back on public; rowgate must not think otherwise
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no-vault"):
+                conn.execute("SELECT * FROM gate_vault")
+    finally:
+        p.stop()
+        direct.execute("DROP TABLE public.gate_vault")
+        direct.execute("DROP SCHEMA gate_decoy")

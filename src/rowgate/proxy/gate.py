@@ -190,7 +190,10 @@ class StatementGate:
                 else:
                     st.sql_prepared.pop(s.deallocate_name, None)
             if s.setting is not None and s.setting[0] == "search_path":
-                st.search_path = _search_path(s.setting[1])
+                # a SET may be LOCAL, rolled back or fail: judge against every schema the
+                # session may be using, never fewer
+                new = _search_path(s.setting[1])
+                st.search_path = new + tuple(x for x in st.search_path if x not in new)
 
     # --- refusal -----------------------------------------------------------------------
 
