@@ -69,6 +69,18 @@ class Framer:
         self._need = 0
         return data
 
+    def _fill(self, data: bytes, pos: int, upto: int) -> int:
+        """Move bytes from ``data[pos:]`` into the buffer until it holds ``upto``."""
+        take = max(0, min(upto - len(self._buf), len(data) - pos))
+        self._buf += data[pos : pos + take]
+        return pos + take
+
+    def _take_frame(self) -> Frame:
+        frame = Frame(self._type, bytes(self._buf))
+        self._buf.clear()
+        self._need = 0
+        return frame
+
     def _header(self, data: bytes | bytearray, pos: int) -> tuple[int, int]:
         """Validate the header at pos; return (type byte, total message size)."""
         if self.startup:
@@ -105,9 +117,7 @@ class Framer:
         run = 0  # start of the bytes not yet emitted
         if self._buf:
             if self._need == 0:
-                take = max(0, min(5 - len(self._buf), n - pos))
-                self._buf += data[pos : pos + take]
-                pos += take
+                pos = self._fill(data, pos, 5)
                 if len(self._buf) < 5:
                     return out
                 self._type, self._need = self._header(self._buf, 0)
@@ -124,14 +134,10 @@ class Framer:
                 self._remaining -= skip
                 pos += skip
             elif self._buf:
-                take = min(self._need - len(self._buf), n - pos)
-                self._buf += data[pos : pos + take]
-                pos += take
+                pos = self._fill(data, pos, self._need)
                 if len(self._buf) < self._need:
                     return out
-                out.append(Frame(self._type, bytes(self._buf)))
-                self._buf.clear()
-                self._need = 0
+                out.append(self._take_frame())
                 run = pos
         max_length = self.max_length
         unpack = _LEN.unpack_from
@@ -174,20 +180,14 @@ class Framer:
             n = len(data)
         if self._buf:
             if self._need == 0:
-                take = max(0, min(hdr - len(self._buf), n - pos))
-                self._buf += data[pos : pos + take]
-                pos += take
+                pos = self._fill(data, pos, hdr)
                 if len(self._buf) < hdr:
                     return out
                 self._type, self._need = self._header(self._buf, 0)
-            take = min(self._need - len(self._buf), n - pos)
-            self._buf += data[pos : pos + take]
-            pos += take
+            pos = self._fill(data, pos, self._need)
             if len(self._buf) < self._need:
                 return out
-            out.append(Frame(self._type, bytes(self._buf)))
-            self._buf.clear()
-            self._need = 0
+            out.append(self._take_frame())
             if self.startup:
                 self._buf += data[pos:]
                 return out

@@ -154,11 +154,7 @@ class Relay:
                 try:
                     action = self._pipeline.frontend(s.info, part)
                 except Exception as e:
-                    log.exception("session %d: statement stage failed", s.info.id)
-                    self.upstream.writelines(out)
-                    raise RowgateError(
-                        "rowgate could not check a statement, so it was refused; the connection is closed"
-                    ) from e
+                    raise self._stage_failed(self.upstream, out, "check a statement, so it was refused") from e
                 if action is not None:
                     if action.to_upstream:
                         out.append(action.to_upstream)
@@ -171,6 +167,12 @@ class Relay:
         self.upstream.writelines(out)
         if bye:
             self.finish(None)
+
+    def _stage_failed(self, transport: asyncio.Transport, done: list[bytes], what: str) -> RowgateError:
+        """A stage error denies: what was ready before it goes on, nothing after it."""
+        log.exception("session %d: a pipeline stage failed", self.session.info.id)
+        transport.writelines(done)
+        return RowgateError(f"rowgate could not {what}; the connection is closed")
 
     # --- upstream to client ------------------------------------------------------
 
@@ -195,11 +197,7 @@ class Relay:
                     try:
                         replaced = self._pipeline.backend(s.info, part)
                     except Exception as e:
-                        log.exception("session %d: result stage failed", s.info.id)
-                        self.client.writelines(out)
-                        raise RowgateError(
-                            "rowgate could not process a result message; the connection is closed"
-                        ) from e
+                        raise self._stage_failed(self.client, out, "process a result message") from e
                     out.append(part.raw if replaced is None else replaced)
                 else:
                     out.append(part.raw if isinstance(part, Frame) else part)
