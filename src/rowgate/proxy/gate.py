@@ -237,20 +237,14 @@ class StatementGate:
                 return self._refuse_unknown(session, st, f'portal "{portal}"')
             return None
         msg = fe.decode_frontend(t, message.payload)
-        if isinstance(msg, fe.Query):
+        if isinstance(msg, fe.Query | fe.Parse):
             stmts = self._analyze(msg.sql, st, session)
             decision = self._decide(session, stmts)
             if decision.refused:
-                return self._refuse(session, st, decision, simple=True)
+                return self._refuse(session, st, decision, simple=isinstance(msg, fe.Query))
             self._remember(stmts, st)
-            return None
-        if isinstance(msg, fe.Parse):
-            stmts = self._analyze(msg.sql, st, session)
-            decision = self._decide(session, stmts)
-            if decision.refused:
-                return self._refuse(session, st, decision, simple=False)
-            self._remember(stmts, st)
-            st.statements[msg.name] = stmts
+            if isinstance(msg, fe.Parse):
+                st.statements[msg.name] = stmts
             return None
         if isinstance(msg, fe.Describe):
             known = st.statements.keys() | st.sql_prepared.keys() if msg.kind == "S" else st.portals
