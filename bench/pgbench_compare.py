@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Side-by-side pgbench: PostgreSQL direct vs PgBouncer vs rowgate, in one run.
+"""Side-by-side pgbench: PostgreSQL direct vs PgBouncer vs rowgate vs rowgate's bare relay.
 
     .venv/bin/python bench/pgbench_compare.py [--duration 10] [--clients 1,8] [--scale 10]
+                                              [--targets direct,pgbouncer,rowgate,relay]
                                               [--upstream-dsn DSN] [--json OUT]
 
 It starts (or uses) an upstream PostgreSQL, loads it with ``pgbench -i``, starts a
-PgBouncer (session pooling) and a rowgate proxy (``rowgate serve``, a real subprocess)
-in front of it, then runs ``pgbench -n -S`` (select-only) through each target for every
-query mode and client count, interleaved so machine noise hits every target alike,
-and prints TPS, average latency and the rowgate/direct and rowgate/pgbouncer ratios.
-Everything it started is stopped on exit, Ctrl-C and errors. See bench/README.md.
+PgBouncer (session pooling), a rowgate proxy (``rowgate serve``, a real subprocess) and
+rowgate's bare relay (``bench/relay_only.py``: the same proxy and config with no pipeline
+stage, i.e. without the statement gate, on a second port) in front of it, then runs
+``pgbench -n -S`` (select-only) through each target for every query mode and client
+count, interleaved so machine noise hits every target alike, and prints TPS, average
+latency and the ratios between targets. Everything it started is stopped on exit,
+Ctrl-C and errors. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -40,7 +43,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from rowgate.embedded import BIN_DIR, EmbeddedPostgres, free_port
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ("direct", "pgbouncer", "rowgate")
+TARGETS = ("direct", "pgbouncer", "rowgate", "relay")
+# (column, numerator, denominator): TPS ratios shown when both targets ran
+RATIOS = (
+    ("rg/direct", "rowgate", "direct"),
+    ("rg/pgbouncer", "rowgate", "pgbouncer"),
+    ("relay/pgbouncer", "relay", "pgbouncer"),
+    ("rg/relay", "rowgate", "relay"),
+)
+RELAY_LAUNCHER = Path(__file__).resolve().parent / "relay_only.py"
 MODES = ("simple", "prepared")
 BENCH_IDENTITY = "bench"  # the rowgate identity and the PgBouncer client user
 BENCH_DB = "bench"  # the rowgate upstream name and the PgBouncer database name
@@ -427,29 +438,39 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def format_table(rows: list[Row], targets: list[str]) -> str:
-    def num(v: float | None, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
+def _render(head: list[str], body: list[list[str]], left: int = 2) -> str:
+    """Columns padded to width; the first ``left`` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
-    head = ["mode", "clients"]
-    head += [f"{t} tps" for t in targets] + [f"{t} ms" for t in targets]
-    head += ["rg/direct", "rg/pgbouncer"]
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i >= left else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(head), "  ".join("-" * w for w in widths), *(line(cells) for cells in body)])
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def active_ratios(targets: list[str]) -> list[tuple[str, str, str]]:
+    return [r for r in RATIOS if r[1] in targets and r[2] in targets]
+
+
+def format_table(rows: list[Row], targets: list[str]) -> str:
+    """Two tables: TPS per target with the ratios, then average latency per target."""
+    ratios = active_ratios(targets)
+    head = ["mode", "clients", *(f"{t} tps" for t in targets), *(r[0] for r in ratios)]
     body = []
     for row in rows:
         cells = [row.mode, str(row.clients)]
-        cells += [num(row.tps.get(t), ".0f") for t in targets]
-        cells += [num(row.latency_ms.get(t), ".3f") for t in targets]
-        cells.append(num(ratio(row.tps.get("rowgate"), row.tps.get("direct")), ".2f"))
-        cells.append(num(ratio(row.tps.get("rowgate"), row.tps.get("pgbouncer")), ".2f"))
+        cells += [_num(row.tps.get(t), ".0f") for t in targets]
+        cells += [_num(ratio(row.tps.get(a), row.tps.get(b)), ".2f") for _, a, b in ratios]
         body.append(cells)
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(h.rjust(w) if i > 1 else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths, strict=True)))]
-    lines.append("  ".join("-" * w for w in widths))
-    for cells in body:
-        lines.append(
-            "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-        )
-    return "\n".join(lines)
+    lat_head = ["mode", "clients", *(f"{t} ms" for t in targets)]
+    lat_body = [[row.mode, str(row.clients), *(_num(row.latency_ms.get(t), ".3f") for t in targets)] for row in rows]
+    return _render(head, body) + "\n\n" + _render(lat_head, lat_body)
 
 
 # --- main ---------------------------------------------------------------------------
@@ -465,10 +486,19 @@ def _clients(value: str) -> list[int]:
     return out
 
 
+def _targets(value: str) -> list[str]:
+    chosen = {v.strip() for v in value.split(",") if v.strip()}
+    if bad := sorted(chosen - set(TARGETS)):
+        raise argparse.ArgumentTypeError(f"unknown target(s): {', '.join(bad)} (choose from {', '.join(TARGETS)})")
+    if not chosen:
+        raise argparse.ArgumentTypeError("give at least one target")
+    return [t for t in TARGETS if t in chosen]  # always in the canonical order
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="pgbench select-only through PostgreSQL direct, PgBouncer (session pool) and rowgate, "
-        "side by side. See bench/README.md.",
+        description="pgbench select-only through PostgreSQL direct, PgBouncer (session pool), rowgate and "
+        "rowgate's bare relay (no statement gate), side by side. See bench/README.md.",
     )
     p.add_argument("--duration", type=int, default=10, help="seconds per pgbench run (default 10)")
     p.add_argument("--clients", type=_clients, default=[1, 8], help="comma-separated client counts (default 1,8)")
@@ -481,7 +511,18 @@ def _parser() -> argparse.ArgumentParser:
         "starting an embedded one",
     )
     p.add_argument("--skip-init", action="store_true", help="do not run pgbench -i (the tables must exist)")
-    p.add_argument("--no-pgbouncer", action="store_true", help="leave out the PgBouncer column")
+    p.add_argument(
+        "--targets",
+        type=_targets,
+        default=list(TARGETS),
+        help=f"comma-separated targets to run (default all: {','.join(TARGETS)}); relay is rowgate with no "
+        "pipeline stage, started by bench/relay_only.py",
+    )
+    p.add_argument(
+        "--no-pgbouncer",
+        action="store_true",
+        help="leave out the PgBouncer column (same as leaving pgbouncer out of --targets)",
+    )
     p.add_argument("--pgbench", help="pgbench binary (default: PATH, else the embedded PostgreSQL's)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write all results as JSON to OUT")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs and logs)")
@@ -521,12 +562,16 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, modes: list[str], workdir: Path, stack: contextlib.ExitStack) -> int:
     pgbench = find_pgbench(args.pgbench)
     clients: list[int] = args.clients
+    wanted: list[str] = [t for t in args.targets if not (t == "pgbouncer" and args.no_pgbouncer)]
+    if not wanted:
+        raise BenchError("no target left to run (--no-pgbouncer removed the only one)")
     meta: dict[str, object] = {
         "duration_s": args.duration,
         "scale": args.scale,
         "rounds": args.rounds,
         "clients": clients,
         "modes": modes,
+        "targets": wanted,
         "pgbench": f"{pgbench} ({version_of([pgbench, '--version'])})",
         "cpus": os.cpu_count(),
         "machine": platform.platform(),
@@ -554,12 +599,13 @@ def run(args: argparse.Namespace, modes: list[str], workdir: Path, stack: contex
         run_pgbench(pgbench, Target("direct", upstream.conninfo()), ["-i", "-q", "-s", str(args.scale)], 3600)
         log(f"initialised in {time.monotonic() - t0:.1f}s")
 
-    targets = [Target("direct", upstream.conninfo())]
+    direct = Target("direct", upstream.conninfo())
+    targets = [direct] if "direct" in wanted else []
 
     # 2. PgBouncer
-    if args.no_pgbouncer:
+    if args.no_pgbouncer and "pgbouncer" in args.targets:
         notes.append("PgBouncer left out (--no-pgbouncer)")
-    else:
+    elif "pgbouncer" in wanted:
         binary, why = find_or_install_pgbouncer()
         if binary is None:
             log(f"continuing without PgBouncer: {why}")
@@ -574,26 +620,35 @@ def run(args: argparse.Namespace, modes: list[str], workdir: Path, stack: contex
             meta["pgbouncer"] = version_of([binary, "--version"])
             targets.append(Target("pgbouncer", Conn("127.0.0.1", port, BENCH_DB, BENCH_IDENTITY).conninfo()))
 
-    # 3. rowgate
-    token = secrets.token_urlsafe(24)
-    port = free_port()
-    cfg = rowgate_config(workdir, upstream, port, free_port(), token)
-    log_file = workdir / "rowgate.log"
-    cmd = [rowgate_binary(), "serve", "-c", str(cfg)]
-    log(f"starting rowgate on port {port}: {' '.join(cmd)}")
-    proc = stack.enter_context(managed(cmd, "rowgate", log_file, env=clean_env()))
-    wait_port(port, proc, "rowgate", log_file)
-    rowgate_conn = Conn("127.0.0.1", port, BENCH_DB, BENCH_IDENTITY)
-    targets.append(Target("rowgate", rowgate_conn.conninfo(with_password=False), password=token))
+    # 3. rowgate (`rowgate serve`) and 4. the bare relay (bench/relay_only.py): one
+    # generated config; the relay listens on a second port given on its command line
+    if "rowgate" in wanted or "relay" in wanted:
+        token = secrets.token_urlsafe(24)
+        rowgate_port, relay_port = free_port(), free_port()
+        cfg = rowgate_config(workdir, upstream, rowgate_port, free_port(), token)
+        launchers = {
+            "rowgate": (rowgate_port, [rowgate_binary(), "serve", "-c", str(cfg)]),
+            "relay": (relay_port, [sys.executable, str(RELAY_LAUNCHER), "-c", str(cfg), "--port", str(relay_port)]),
+        }
+        for name in ("rowgate", "relay"):
+            if name not in wanted:
+                continue
+            port, cmd = launchers[name]
+            log_file = workdir / f"{name}.log"
+            log(f"starting {name} on port {port}: {' '.join(cmd)}")
+            proc = stack.enter_context(managed(cmd, name, log_file, env=clean_env()))
+            wait_port(port, proc, name, log_file)
+            conn = Conn("127.0.0.1", port, BENCH_DB, BENCH_IDENTITY)
+            targets.append(Target(name, conn.conninfo(with_password=False), password=token))
 
     # smoke test and warm-up: every target answers, the table is in cache
     for t in targets:
         run_pgbench(pgbench, t, ["-n", "-S", "-t", "20", "-c", "1"], 120)
     warm = min(5, args.duration)
     log(f"warming up for {warm}s (direct, prepared, {max(clients)} clients)")
-    bench_one(pgbench, targets[0], "prepared", max(clients), warm, 0)
+    bench_one(pgbench, direct, "prepared", max(clients), warm, 0)
 
-    # 4. the runs: for each (mode, clients) the targets back to back, order rotated
+    # 5. the runs: for each (mode, clients) the targets back to back, order rotated
     results: list[Result] = []
     combos = [(m, c) for _ in range(args.rounds) for m in modes for c in clients]
     total = len(combos) * len(targets)
@@ -610,7 +665,7 @@ def run(args: argparse.Namespace, modes: list[str], workdir: Path, stack: contex
             extra = f", {r.failed} failed" if r.failed else ""
             log(f"[{n}/{total}] {t.name:9} {mode:8} c={c:<3} tps={r.tps:10.1f} lat={r.latency_ms:.3f}ms{extra}")
 
-    # 5. report
+    # 6. report
     names = [t.name for t in targets]
     rows = summarise(results, names, modes, clients)
     print()
@@ -632,11 +687,7 @@ def run(args: argparse.Namespace, modes: list[str], workdir: Path, stack: contex
             "meta": meta,
             "results": [asdict(r) for r in results],
             "summary": [
-                {
-                    **asdict(row),
-                    "rowgate_vs_direct": ratio(row.tps.get("rowgate"), row.tps.get("direct")),
-                    "rowgate_vs_pgbouncer": ratio(row.tps.get("rowgate"), row.tps.get("pgbouncer")),
-                }
+                {**asdict(row), **{f"{a}_vs_{b}": ratio(row.tps.get(a), row.tps.get(b)) for _, a, b in RATIOS}}
                 for row in rows
             ],
         }

@@ -716,3 +716,9 @@ def test_installing_or_calling_unseen_code_is_unknown_effect(sql: str) -> None:
 def test_builtin_operators_are_plain_reads(sql: str) -> None:
     s = one(sql)
     assert s.kind == Kind.READ and not s.flags
+
+
+def test_saved_database_settings_are_like_alter_system() -> None:
+    s = one("ALTER DATABASE app SET search_path = evil, pg_catalog")
+    assert facts.ALTER_SYSTEM in s.flags
+    assert facts.ROLE_CHANGE in one("ALTER ROLE bob SET search_path = evil").flags

@@ -51,8 +51,10 @@ class _Denial:
 @dataclass
 class _State:
     search_path: tuple[str, ...] = ("public",)
-    statements: dict[str, list[Statement]] = field(default_factory=dict)  # Parse name -> facts
-    sql_prepared: dict[str, Statement] = field(default_factory=dict)  # SQL PREPARE name -> body facts
+    # Parse name -> (text, search path it was judged under)
+    statements: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # SQL PREPARE name -> (body facts, search path they were judged under)
+    sql_prepared: dict[str, tuple[Statement, tuple[str, ...]]] = field(default_factory=dict)
     portals: set[str] = field(default_factory=set)
     denials: dict[str, _Denial] = field(default_factory=dict)
 
@@ -112,18 +114,61 @@ def _lexing_hazard(parameters: dict[str, str]) -> str | None:
     return None
 
 
+# PostgreSQL's names (encnames.c, compared without case and non-alphanumerics) of the
+# encodings in _UNSAFE_ENCODINGS
+_UNSAFE_ENCODING_NAMES = frozenset({
+    "sjis", "mskanji", "shiftjis", "win932", "windows932", "shiftjis2004", "big5", "win950", "windows950",
+    "gbk", "win936", "windows936", "cp936", "gb18030", "johab", "uhc", "win949", "windows949", "cp949",
+})
+
+
+def _setting_hazard(name: str, value: str | None) -> str | None:
+    """Why SET name = value would make the session lex statements differently from
+    rowgate. The upstream reports the new value only after the SET ran, too late for a
+    statement pipelined right behind it, so such a SET is refused itself. RESET and
+    DEFAULT return to the value the session started with, which was reported."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if name == "standard_conforming_strings":
+        if v in ("on", "1") or (v and ("true".startswith(v) or "yes".startswith(v))):
+            return None
+        return f"standard_conforming_strings = {value}: rowgate could not read later statements as PostgreSQL does"
+    if name == "client_encoding" and re.sub(r"[^a-z0-9]", "", v) in _UNSAFE_ENCODING_NAMES:
+        return f"client_encoding {value} can hide quotes inside characters"
+    return None
+
+
+def _unparseable(text: str, why: str) -> Statement:
+    return Statement(text=text, kind=Kind.UNPARSEABLE, command="UNPARSEABLE",
+                     flags=frozenset({facts.UNPARSEABLE}), error=why)
+
+
 def analyze_for_session(sql: str, search_path: tuple[str, ...], parameters: dict[str, str]) -> list[Statement]:
     """The analysis the gate acts on, for a session's search path and reported
     parameters (shared with ``rowgate check``)."""
     hazard = _lexing_hazard(parameters)
     if hazard is not None:  # fail closed: judge nothing we might misread
-        return [Statement(text=sql, kind=Kind.UNPARSEABLE, command="UNPARSEABLE",
-                          flags=frozenset({facts.UNPARSEABLE}), error=hazard)]
+        return [_unparseable(sql, hazard)]
     if len(search_path) == 1:
-        return analyze(sql, search_path)
-    # each variant resolves unqualified relations to its first schema, and keeps the whole
-    # path behind it so a schema searched before pg_catalog still shadows the built-ins
-    return _merge([analyze(sql, (schema, *search_path)) for schema in search_path])
+        stmts = analyze(sql, search_path)
+    else:
+        # each variant resolves unqualified relations to its first schema, and keeps the whole
+        # path behind it so a schema searched before pg_catalog still shadows the built-ins
+        stmts = _merge([analyze(sql, (schema, *search_path)) for schema in search_path])
+    for i, s in enumerate(stmts):
+        if s.setting is not None and (why := _setting_hazard(*s.setting)) is not None:
+            stmts[i] = _unparseable(s.text, why)
+    return stmts
+
+
+def _widen(path: tuple[str, ...], setting: tuple[str, str | None] | None) -> tuple[str, ...]:
+    """The schemas a session may search after ``setting`` ran: a SET may be LOCAL, rolled
+    back or fail, so judge against every schema the session may be using, never fewer."""
+    if setting is None or setting[0] != "search_path":
+        return path
+    new = _search_path(setting[1])
+    return new + tuple(x for x in path if x not in new)
 
 
 _BIND, _EXECUTE = ord("B"), ord("E")
@@ -156,16 +201,35 @@ class StatementGate:
 
     def _analyze(self, sql: str, st: _State, session: SessionInfo) -> list[Statement]:
         stmts = analyze_for_session(sql, st.search_path, session.parameters)
-        return [self._resolve_execute(s, st) for s in stmts]
+        out = []
+        path = st.search_path  # as widened by the SETs earlier in the message
+        for s in stmts:
+            out.append(self._resolve_execute(s, st, path, session))
+            path = _widen(path, s.setting)
+        return out
 
     @staticmethod
-    def _resolve_execute(s: Statement, st: _State) -> Statement:
+    def _prepared_body(name: str, st: _State, path: tuple[str, ...], session: SessionInfo) -> Statement | None:
+        """The facts of SQL prepared statement ``name`` when run under ``path``.
+        PostgreSQL analyses a prepared statement again when the search_path changed since
+        it was prepared (an unqualified lower() may now be a user function), so must we."""
+        entry = st.sql_prepared.get(name)
+        if entry is None:
+            return None
+        body, judged = entry
+        if judged != path:
+            again = [s for s in analyze_for_session(body.text, path, session.parameters) if s.prepare_name == name]
+            body = again[0] if len(again) == 1 else _unknown(body.text, "PREPARE", "prepared statement changed")
+        return body
+
+    def _resolve_execute(self, s: Statement, st: _State, path: tuple[str, ...], session: SessionInfo) -> Statement:
         """EXECUTE runs what its PREPARE said; an EXECUTE whose PREPARE rowgate did not
         see stays unknown procedural code."""
-        if s.execute_name is not None and s.execute_name in st.sql_prepared:
-            body = st.sql_prepared[s.execute_name]
-            return dataclasses.replace(body, text=s.text, command="EXECUTE", prepare_name=None,
-                                       execute_name=s.execute_name)
+        if s.execute_name is not None:
+            body = self._prepared_body(s.execute_name, st, path, session)
+            if body is not None:
+                return dataclasses.replace(body, text=s.text, command="EXECUTE", prepare_name=None,
+                                           execute_name=s.execute_name)
         return s
 
     def _decide(self, session: SessionInfo, stmts: Sequence[Statement]) -> Decision:
@@ -183,17 +247,13 @@ class StatementGate:
     def _remember(stmts: Sequence[Statement], st: _State) -> None:
         for s in stmts:
             if s.prepare_name is not None:
-                st.sql_prepared[s.prepare_name] = s
+                st.sql_prepared[s.prepare_name] = (s, st.search_path)
             if s.deallocate_name is not None:
                 if s.deallocate_name == "*":
                     st.sql_prepared.clear()
                 else:
                     st.sql_prepared.pop(s.deallocate_name, None)
-            if s.setting is not None and s.setting[0] == "search_path":
-                # a SET may be LOCAL, rolled back or fail: judge against every schema the
-                # session may be using, never fewer
-                new = _search_path(s.setting[1])
-                st.search_path = new + tuple(x for x in st.search_path if x not in new)
+            st.search_path = _widen(st.search_path, s.setting)
 
     # --- refusal -----------------------------------------------------------------------
 
@@ -218,6 +278,29 @@ class StatementGate:
             return None  # unknown_effect relaxed for this identity: PostgreSQL answers
         return self._refuse(session, st, decision, simple=False)
 
+    def _rejudge(self, session: SessionInfo, st: _State, name: str) -> Action | None:
+        """A Bind plans its statement under the session's current search_path: judge the
+        statement again if the path changed since it was judged."""
+        if name in st.statements:
+            sql, judged = st.statements[name]
+            if judged == st.search_path:
+                return None
+            stmts = self._analyze(sql, st, session)
+        else:
+            if st.sql_prepared[name][1] == st.search_path:
+                return None
+            body = self._prepared_body(name, st, st.search_path, session)
+            assert body is not None
+            stmts = [body]
+        decision = self._decide(session, stmts)
+        if decision.refused:
+            return self._refuse(session, st, decision, simple=False)
+        if name in st.statements:
+            st.statements[name] = (st.statements[name][0], st.search_path)
+        else:
+            st.sql_prepared[name] = (stmts[0], st.search_path)
+        return None
+
     # --- the stage -----------------------------------------------------------------------
 
     def on_frontend(self, session: SessionInfo, message: Frame) -> Action | None:
@@ -229,6 +312,9 @@ class StatementGate:
             portal, statement = _names(message.payload, 2)
             if statement not in st.statements and statement not in st.sql_prepared:
                 return self._refuse_unknown(session, st, f'prepared statement "{statement}"')
+            refusal = self._rejudge(session, st, statement)
+            if refusal is not None:
+                return refusal
             st.portals.add(portal)
             return None
         if t == _EXECUTE:
@@ -244,7 +330,7 @@ class StatementGate:
                 return self._refuse(session, st, decision, simple=isinstance(msg, fe.Query))
             self._remember(stmts, st)
             if isinstance(msg, fe.Parse):
-                st.statements[msg.name] = stmts
+                st.statements[msg.name] = (msg.sql, st.search_path)
             return None
         if isinstance(msg, fe.Describe):
             known = st.statements.keys() | st.sql_prepared.keys() if msg.kind == "S" else st.portals

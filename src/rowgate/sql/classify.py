@@ -436,7 +436,9 @@ _GENERIC: dict[type, tuple[Kind, str, tuple[str, ...], bool]] = {
     ast.RefreshMatViewStmt: (_D, "REFRESH MATERIALIZED VIEW", (), True), ast.ReindexStmt: (_D, "REINDEX", (), True),
     ast.CommentStmt: (_D, "COMMENT", (), True), ast.SecLabelStmt: (_D, "SECURITY LABEL", (), True),
     ast.CreatedbStmt: (_D, "CREATE DATABASE", (), False), ast.AlterDatabaseStmt: (_D, "ALTER DATABASE", (), False),
-    ast.AlterDatabaseSetStmt: (_D, "ALTER DATABASE", (), False),
+    # saved per-database settings reach later sessions before rowgate sees them (search_path,
+    # standard_conforming_strings): as server-wide as ALTER SYSTEM for this database
+    ast.AlterDatabaseSetStmt: (_D, "ALTER DATABASE", (facts.ALTER_SYSTEM,), False),
     ast.AlterDatabaseRefreshCollStmt: (_D, "ALTER DATABASE", (), False),
     ast.CreateDomainStmt: (_D, "CREATE DOMAIN", (), True), ast.AlterDomainStmt: (_D, "ALTER DOMAIN", (), True),
     ast.CompositeTypeStmt: (_D, "CREATE TYPE", (), True), ast.CreateEnumStmt: (_D, "CREATE TYPE", (), True),

@@ -25,7 +25,10 @@ SEQUENCE_WRITERS = frozenset({"nextval", "setval"})
 # tracks (or must never see changed behind its back) keep UNKNOWN_EFFECT, and role changes
 # are flagged SET_ROLE on top, as is a computed setting name.
 SET_CONFIG = "set_config"
-SET_CONFIG_TRACKED = frozenset({"role", "session_authorization", "search_path"})
+# (standard_conforming_strings and client_encoding change how later statements are lexed)
+SET_CONFIG_TRACKED = frozenset(
+    {"role", "session_authorization", "search_path", "standard_conforming_strings", "client_encoding"}
+)
 
 _AGGREGATES = """
 count sum avg min max array_agg string_agg json_agg jsonb_agg json_agg_strict jsonb_agg_strict
