@@ -17,42 +17,17 @@ serve`` that uses the same config file.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
-from rowgate.config import Config, load_config
+from rowgate.cli import report
+from rowgate.config import load_config
 from rowgate.errors import RowgateError
 from rowgate.proxy.hooks import Pipeline
-from rowgate.proxy.server import ProxyServer, setup_logging
+from rowgate.proxy.server import serve, setup_logging
 
 log = logging.getLogger("rowgate.bench.relay_only")
-
-
-async def _serve(config: Config) -> int:
-    """``rowgate.proxy.server._serve`` with an empty pipeline."""
-    server = ProxyServer(config, Pipeline([]))
-    await server.start()
-    log.warning("BENCHMARK ONLY: no pipeline stage, statements are relayed without any policy check")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.shutdown()
-    log.info("bare relay stopped")
-    return 0
-
-
-def _run(config: Config) -> int:
-    """On uvloop, like ``rowgate serve``; plain asyncio where uvloop is missing."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_serve(config))
-    return int(uvloop.run(_serve(config)))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,11 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if args.port is not None:
             config = config.model_copy(update={"listen": config.listen.model_copy(update={"port": args.port})})
-        return _run(config)
+        log.warning("BENCHMARK ONLY: no pipeline stage, statements are relayed without any policy check")
+        return serve(config, Pipeline([]))
     except RowgateError as e:
-        print(f"relay_only: {e.message}", file=sys.stderr)
-        if e.detail:
-            print(f"  {e.detail}", file=sys.stderr)
+        report(e, "relay_only")
         return 2
     except KeyboardInterrupt:
         return 130

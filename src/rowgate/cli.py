@@ -66,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def report(e: RowgateError, prog: str = "rowgate") -> None:
+    """A user-caused error on stderr: what, the detail, and how to fix it."""
+    print(f"{prog}: {e.message}", file=sys.stderr)
+    if e.detail:
+        print(f"  {e.detail}", file=sys.stderr)
+    if e.hint:
+        print(f"  hint: {e.hint}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -93,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {len(config.identities)} identities, upstreams: {', '.join(config.upstreams)}")
             return 0
     except RowgateError as e:
-        print(f"rowgate: {e.message}", file=sys.stderr)
-        if e.detail:
-            print(f"  {e.detail}", file=sys.stderr)
-        if e.hint:
-            print(f"  hint: {e.hint}", file=sys.stderr)
+        report(e)
         return 2
     except KeyboardInterrupt:
         return 130

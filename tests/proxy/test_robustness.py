@@ -23,17 +23,7 @@ def _raw(proxy, payload: bytes, *, wait: float = 5.0) -> bytes:
     """Send raw bytes, return everything the proxy answers until it closes."""
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=wait) as s:
         s.sendall(payload)
-        out = b""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return _recv_all(s, wait)
 
 
 def _error_of(data: bytes) -> be.ErrorResponse:

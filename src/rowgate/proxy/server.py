@@ -186,8 +186,8 @@ class ProxyServer:
                 await asyncio.wait_for(self._server.wait_closed(), 1)
 
 
-async def _serve(config: Config) -> int:
-    server = ProxyServer(config)
+async def _serve(config: Config, pipeline: Pipeline | None) -> int:
+    server = ProxyServer(config, pipeline)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -205,12 +205,12 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
 
 
-def serve(config: Config) -> int:
-    """Run the proxy in the foreground until SIGTERM or SIGINT; return the exit code."""
+def serve(config: Config, pipeline: Pipeline | None = None) -> int:
+    """Run the proxy in the foreground until SIGTERM or SIGINT; return the exit code.
+    ``pipeline`` replaces the statement gate (only the benchmark's bare relay does that)."""
     setup_logging()
     try:
         import uvloop
-
-        return int(uvloop.run(_serve(config)))
     except ImportError:
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(config, pipeline))
+    return int(uvloop.run(_serve(config, pipeline)))

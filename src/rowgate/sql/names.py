@@ -57,6 +57,23 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _quoted(text: str, i: int) -> tuple[str, int]:
+    """The double-quoted identifier starting at ``text[i]`` ('""' is a quote) and the
+    index of its closing quote (``len(text)`` when it is unterminated)."""
+    j, n = i + 1, len(text)
+    buf: list[str] = []
+    while j < n:
+        if text[j] == '"':
+            if j + 1 < n and text[j + 1] == '"':
+                buf.append('"')
+                j += 2
+                continue
+            break
+        buf.append(text[j])
+        j += 1
+    return "".join(buf), j
+
+
 def split_identifier_list(value: str) -> tuple[str, ...]:
     """PostgreSQL's SplitIdentifierString for a stored list setting such as search_path:
     comma-separated, double quotes keep case and commas, unquoted parts are lower-cased."""
@@ -68,18 +85,8 @@ def split_identifier_list(value: str) -> tuple[str, ...]:
         if i >= n:
             break
         if value[i] == '"':
-            j = i + 1
-            buf: list[str] = []
-            while j < n:
-                if value[j] == '"':
-                    if j + 1 < n and value[j + 1] == '"':
-                        buf.append('"')
-                        j += 2
-                        continue
-                    break
-                buf.append(value[j])
-                j += 1
-            items.append("".join(buf))
+            name, j = _quoted(value, i)
+            items.append(name)
             i = j + 1
         else:
             j = i
@@ -109,20 +116,10 @@ def split_qualified_name(text: str) -> tuple[str | None, str] | None:
     i, n = 0, len(text)
     while i < n:
         if text[i] == '"':
-            j = i + 1
-            buf: list[str] = []
-            while j < n:
-                if text[j] == '"':
-                    if j + 1 < n and text[j + 1] == '"':
-                        buf.append('"')
-                        j += 2
-                        continue
-                    break
-                buf.append(text[j])
-                j += 1
+            name, j = _quoted(text, i)
             if j >= n:
                 return None
-            parts.append("".join(buf))
+            parts.append(name)
             i = j + 1
         else:
             j = i
