@@ -17,10 +17,11 @@ import dataclasses
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import Protocol
 
 from rowgate.errors import ProtocolViolation
 from rowgate.pgwire import backend as be
@@ -188,14 +189,28 @@ def _unknown(text: str, command: str, why: str) -> Statement:
     )
 
 
+class Check(Protocol):
+    """A further check of statements the policy allows (e.g. masking's inference
+    defence). A refused Decision refuses the message like a policy denial; an exception
+    refuses it too, and closes the connection."""
+
+    def check(self, session: SessionInfo, stmts: Sequence[Statement]) -> Decision | None: ...
+
+
 class StatementGate:
     # Query, Parse, Bind, Describe, Execute, Close, FunctionCall
     frontend_types = frozenset(b"QPBDECF")
     backend_types: frozenset[int] = frozenset()
 
-    def __init__(self, policy: Policy, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        checks: Iterable[Check] = (),
+    ) -> None:
         self._policy: CompiledPolicy = compile_policy(policy)
         self._clock = clock
+        self._checks = tuple(checks)
 
     # --- analysis and decision -------------------------------------------------------
 
@@ -236,6 +251,12 @@ class StatementGate:
         assert session.principal is not None
         ctx = Context(session.principal, session.upstream, session.database_environment, self._clock())
         decision = decide_message(stmts, ctx, self._policy)
+        if not decision.refused:
+            for check in self._checks:
+                found = check.check(session, stmts)
+                if found is not None and found.refused:
+                    decision = found
+                    break
         if decision.refused or not decision.enforced:
             who = session.principal.name
             i = decision.statement_index or 0

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from rowgate.identity.principal import Principal
+from rowgate.pgwire.exchange import Exchange
 from rowgate.pgwire.framing import Frame
 
 
@@ -39,6 +40,8 @@ class SessionInfo:
     # ones; while non-empty the relay leaves its fast path for this session's results
     watched_backend: frozenset[int] = frozenset()
     stage_state: dict[str, object] = field(default_factory=dict)  # per-session state of each stage
+    # which request each result answers; kept only when some stage has ``uses_exchange``
+    exchange: Exchange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,9 @@ class Action:
 
 
 class Stage(Protocol):
+    """A stage may also set ``uses_exchange = True`` (class attribute): the pipeline then
+    keeps ``SessionInfo.exchange`` up to date before the stage sees a message."""
+
     frontend_types: frozenset[int]  # client message type bytes this stage inspects
     backend_types: frozenset[int]  # result message type bytes this stage inspects
 
@@ -65,10 +71,20 @@ class Stage(Protocol):
 class Pipeline:
     def __init__(self, stages: list[Stage] | None = None) -> None:
         self.stages: list[Stage] = list(stages or [])
-        self.frontend_types = frozenset().union(*(s.frontend_types for s in self.stages))
-        self.backend_types = frozenset().union(*(s.backend_types for s in self.stages))
+        self.uses_exchange = any(getattr(s, "uses_exchange", False) for s in self.stages)
+        extra_front = Exchange.FRONTEND_TYPES if self.uses_exchange else frozenset()
+        extra_back = Exchange.BACKEND_TYPES if self.uses_exchange else frozenset()
+        self.frontend_types = frozenset().union(extra_front, *(s.frontend_types for s in self.stages))
+        self.backend_types = frozenset().union(extra_back, *(s.backend_types for s in self.stages))
+
+    def _exchange(self, session: SessionInfo) -> Exchange | None:
+        if self.uses_exchange and session.exchange is None:
+            session.exchange = Exchange()
+        return session.exchange
 
     def frontend(self, session: SessionInfo, message: Frame) -> Action | None:
+        if (exchange := self._exchange(session)) is not None and message.type in Exchange.FRONTEND_TYPES:
+            exchange.client(message)
         for stage in self.stages:
             if message.type in stage.frontend_types:
                 action = stage.on_frontend(session, message)
@@ -77,6 +93,8 @@ class Pipeline:
         return None
 
     def backend(self, session: SessionInfo, message: Frame) -> bytes | None:
+        if (exchange := self._exchange(session)) is not None:
+            exchange.server(message)
         raw: bytes | None = None
         for stage in self.stages:
             if message.type in stage.backend_types or message.type in session.watched_backend:
