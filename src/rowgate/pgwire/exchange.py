@@ -38,16 +38,33 @@ class Request:
     portal: str | None = None
     columns: tuple[Column, ...] | None = None  # the RowDescription in effect for this request's rows
     statement_index: int = 0  # query: which of its statements the current results belong to
-    parameters: tuple[bytes | None, ...] = ()
-    parameter_formats: tuple[int, ...] = ()
+    bind: fe.Bind | None = None  # bind: decoded on first use (most sessions never look at parameters)
     injected: bool = False
     meta: dict[str, object] = field(default_factory=dict)
     done: bool = False
     tag: str | None = None  # the last CommandComplete tag
     error: str | None = None  # SQLSTATE of its ErrorResponse, or "skipped"
     describe_kind: str | None = None  # describe: 'S' or 'P'
-    result_formats: tuple[int, ...] = ()  # bind
     _advance: bool = False  # query: the next result starts the next statement
+    _bind_payload: bytes = b""
+
+    def _bind(self) -> fe.Bind | None:
+        if self.bind is None and self._bind_payload:
+            msg = fe.decode_frontend(ord("B"), self._bind_payload)
+            assert isinstance(msg, fe.Bind)
+            self.bind = msg
+        return self.bind
+
+    @property
+    def parameters(self) -> tuple[bytes | None, ...]:
+        """Bind and execute: the parameter values the client bound."""
+        bind = self._bind()
+        return bind.params if bind else ()
+
+    @property
+    def parameter_formats(self) -> tuple[int, ...]:
+        bind = self._bind()
+        return bind.param_formats if bind else ()
 
 
 @dataclass(slots=True)
@@ -61,6 +78,7 @@ class _Portal:
     statement: str | None
     sql: str | None
     columns: tuple[Column, ...] | None
+    bind_payload: bytes  # of the Bind that created it, for its parameters
 
 
 def _with_formats(columns: tuple[Column, ...] | None, formats: tuple[int, ...]) -> tuple[Column, ...] | None:
@@ -104,20 +122,28 @@ class Exchange:
         if t == _S:
             # PostgreSQL ignores a Sync during COPY FROM STDIN: nothing will answer it
             return None if self._copy_in else self._new("sync")
+        if t == _B:  # the most frequent message: read only its names here
+            portal_name, statement_name = fe.leading_names(frame.payload, 2)
+            prepared = self._statements.get(statement_name)
+            sql = prepared.sql if prepared else None
+            bind = self._new("bind", sql=sql, statement=statement_name, portal=portal_name,
+                             _bind_payload=frame.payload)
+            # the portal exists for messages pipelined behind; its columns once BindComplete says so
+            self._portals[portal_name] = _Portal(statement_name, sql, None, frame.payload)
+            return bind
+        if t == _E:
+            (portal_name,) = fe.leading_names(frame.payload, 1)
+            portal = self._portals.get(portal_name)
+            if portal is None:
+                return self._new("execute", portal=portal_name)
+            return self._new("execute", portal=portal_name, sql=portal.sql, statement=portal.statement,
+                             _bind_payload=portal.bind_payload)
         msg = fe.decode_frontend(t, frame.payload)
         if isinstance(msg, fe.Query):
             return self._new("query", sql=msg.sql)
         if isinstance(msg, fe.Parse):
             self._statements[msg.name] = _Prepared(msg.sql)
             return self._new("parse", sql=msg.sql, statement=msg.name)
-        if isinstance(msg, fe.Bind):
-            prepared = self._statements.get(msg.statement)
-            # the portal exists for messages pipelined behind; its columns once BindComplete says so
-            self._portals[msg.portal] = _Portal(msg.statement, prepared.sql if prepared else None, None)
-            return self._new(
-                "bind", sql=prepared.sql if prepared else None, statement=msg.statement, portal=msg.portal,
-                parameters=msg.params, parameter_formats=msg.param_formats, result_formats=msg.result_formats,
-            )
         if isinstance(msg, fe.Describe):
             if msg.kind == "S":
                 prepared = self._statements.get(msg.name)
@@ -126,10 +152,6 @@ class Exchange:
             portal = self._portals.get(msg.name)
             return self._new("describe", sql=portal.sql if portal else None, portal=msg.name,
                              statement=portal.statement if portal else None, describe_kind="P")
-        if isinstance(msg, fe.Execute):
-            portal = self._portals.get(msg.portal)
-            return self._new("execute", portal=msg.portal, sql=portal.sql if portal else None,
-                             statement=portal.statement if portal else None)
         if isinstance(msg, fe.Close):
             return self._new("close", describe_kind=msg.kind,
                              statement=msg.name if msg.kind == "S" else None,
@@ -199,8 +221,10 @@ class Exchange:
             self._finish(req)
         elif t == "2":
             prepared = self._statements.get(req.statement or "")
-            if (portal := self._portals.get(req.portal or "")) is not None:
-                portal.columns = _with_formats(prepared.columns if prepared else None, req.result_formats)
+            portal = self._portals.get(req.portal or "")
+            if portal is not None and prepared is not None and prepared.columns is not None:
+                bind = req._bind()
+                portal.columns = _with_formats(prepared.columns, bind.result_formats if bind else ())
             self._finish(req)
         elif t == "3":
             if req.describe_kind == "S":

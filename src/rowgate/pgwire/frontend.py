@@ -97,6 +97,15 @@ def decode_startup(payload: bytes) -> StartupPacket:
     return StartupMessage(code, tuple(params))
 
 
+def leading_names(payload: bytes, n: int) -> list[str]:
+    """The first ``n`` NUL-terminated strings of a message (Bind's and Execute's names),
+    without decoding the rest: the relay reads these on every prepared execution."""
+    parts = payload.split(b"\x00", n)
+    if len(parts) <= n:
+        raise ProtocolViolation("malformed message: missing string terminator")
+    return [p.decode("utf-8", "surrogateescape") for p in parts[:n]]
+
+
 # --- typed messages ----------------------------------------------------------------
 
 

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Protocol
 
-from rowgate.errors import ProtocolViolation
 from rowgate.pgwire import backend as be
 from rowgate.pgwire import frontend as fe
 from rowgate.pgwire.framing import Frame
@@ -175,14 +174,6 @@ def _widen(path: tuple[str, ...], setting: tuple[str, str | None] | None) -> tup
 _BIND, _EXECUTE = ord("B"), ord("E")
 
 
-def _names(payload: bytes, n: int) -> list[str]:
-    """The first ``n`` NUL-terminated strings of a message."""
-    parts = payload.split(b"\x00", n)
-    if len(parts) <= n:
-        raise ProtocolViolation("malformed message: missing string terminator")
-    return [p.decode("utf-8", "surrogateescape") for p in parts[:n]]
-
-
 def _unknown(text: str, command: str, why: str) -> Statement:
     return Statement(
         text=text, kind=Kind.PROCEDURAL, command=command, flags=frozenset({facts.UNKNOWN_EFFECT}), error=why
@@ -330,7 +321,7 @@ class StatementGate:
         # Bind and Execute come with every prepared execution: read just their names,
         # not the parameters
         if t == _BIND:
-            portal, statement = _names(message.payload, 2)
+            portal, statement = fe.leading_names(message.payload, 2)
             if statement not in st.statements and statement not in st.sql_prepared:
                 return self._refuse_unknown(session, st, f'prepared statement "{statement}"')
             refusal = self._rejudge(session, st, statement)
@@ -339,7 +330,7 @@ class StatementGate:
             st.portals.add(portal)
             return None
         if t == _EXECUTE:
-            (portal,) = _names(message.payload, 1)
+            (portal,) = fe.leading_names(message.payload, 1)
             if portal not in st.portals:
                 return self._refuse_unknown(session, st, f'portal "{portal}"')
             return None
