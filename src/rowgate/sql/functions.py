@@ -167,6 +167,8 @@ SAFE_BUILTINS: frozenset[str] = frozenset(
     " ".join([_AGGREGATES, _WINDOW, _STRINGS, _MATH, _DATETIME, _JSON, _ARRAYS, _RANGES_NETWORK_MISC, _TYPES,
               _SESSION_AND_CATALOG]).split()
 )
+# column lineage marks a value computed by one of these as an aggregation
+AGGREGATES: frozenset[str] = frozenset(_AGGREGATES.split())
 
 
 def _builtin_safe(base: str) -> bool:
