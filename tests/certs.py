@@ -20,6 +20,7 @@ class CertSet:
     ca_cert: Path
     server_cert: Path
     server_key: Path
+    ca_key: Path | None = None  # to sign client certificates (make_client_cert)
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -87,8 +88,36 @@ def make_certs(directory: Path, ca_name: str = "rowgate test CA") -> CertSet:
         .sign(ca_key, hashes.SHA256())
     )
 
-    out = CertSet(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    out = CertSet(directory / "ca.crt", directory / "server.crt", directory / "server.key", directory / "ca.key")
     out.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    assert out.ca_key is not None
+    _write_key(ca_key, out.ca_key)
     out.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(server_key, out.server_key)
     return out
+
+
+def make_client_cert(ca: CertSet, directory: Path, cn: str, email: str | None = None) -> tuple[Path, Path]:
+    """A client certificate for ``cn`` (and SAN ``email``) signed by ``ca``: (cert, key) paths."""
+    assert ca.ca_key is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    issuer = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes()).subject
+    key = _key()
+    builder = (
+        _validity(x509.CertificateBuilder())
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    if email:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    cert_path, key_path = directory / f"{cn}.crt", directory / f"{cn}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path

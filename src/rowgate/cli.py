@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
 
     check_config = with_config(sub.add_parser("config", help="validate a config file and print a summary"))
     check_config.add_argument("--json", action="store_true", help="print the validated config as JSON")
+
+    from rowgate.cli_token import add_token_parser
+
+    add_token_parser(sub, with_config)
+
+    from rowgate import cli_audit
+
+    cli_audit.add_parsers(sub, with_config)
+
+    from rowgate import cli_discover
+
+    cli_discover.add_parser(sub, with_config)
     return p
 
 
@@ -91,6 +103,18 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_check(load_config(args.config), args.identity, args.database, args.sql, args.search_path,
                              as_json=args.json)
+        if args.command in ("audit", "lineage"):
+            from rowgate import cli_audit
+
+            return cli_audit.run(load_config(args.config), args)
+        if args.command == "discover":
+            from rowgate.cli_discover import run_discover
+
+            return run_discover(load_config(args.config), args.database, as_json=args.json, show_all=args.all)
+        if args.command == "token":
+            from rowgate.cli_token import run_token
+
+            return run_token(args)
         if args.command == "config":
             config = load_config(args.config)
             if args.json:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,6 +14,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from rowgate.errors import ConfigError
+from rowgate.masking.config import MaskingConfig
 from rowgate.policy.model import Policy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -128,6 +130,116 @@ class UpstreamTLS(_Model):
         return self
 
 
+class AccessRule(_Model):
+    """Who may reach an upstream (``identities`` or ``groups``), and optionally as which
+    database role: a matching group can run as its own ``user``/``password``."""
+
+    identities: list[str] = []
+    groups: list[str] = []
+    user: str | None = None
+    password: Secret | None = None
+
+    @model_validator(mode="after")
+    def _who(self) -> AccessRule:
+        if not self.identities and not self.groups:
+            raise ValueError("an access rule needs 'identities' or 'groups'")
+        if self.password is not None and self.user is None:
+            raise ValueError("'password' needs 'user'")
+        return self
+
+
+OidcAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+
+class Oidc(_Model):
+    """JWTs from an identity provider as passwords (only over TLS). ``jwks`` is a JWKS
+    file or an https:// URL (cached; fetched again on an unknown ``kid``)."""
+
+    issuer: str
+    audience: str | list[str]
+    jwks: str
+    name_claim: str = "sub"
+    groups_claim: str = "groups"
+    kind_claim: str | None = None
+    kind: Literal["human", "service", "agent"] = "human"  # when there is no kind_claim or the token lacks it
+    attribute_claims: dict[str, str] = {}  # principal attribute -> claim
+    algorithms: list[OidcAlgorithm] = ["RS256", "ES256", "EdDSA"]
+    leeway: Seconds = 30.0
+    expiry_grace: Seconds = 0.0  # a session outlives its JWT by this much
+    jwks_max_age: Seconds = 300.0  # an https JWKS is fetched again after this
+    jwks_min_refresh: Seconds = 30.0  # unknown kids refetch at most this often
+
+    @model_validator(mode="after")
+    def _jwks(self) -> Oidc:
+        if "://" in self.jwks and not self.jwks.startswith(("https://", "file://")):
+            raise ValueError("jwks must be a file path or an https:// URL")
+        return self
+
+
+class MtlsPrincipal(_Model):
+    name: str | None = None  # the principal's name; default: the certificate's name
+    kind: Literal["human", "service", "agent"] = "service"
+    groups: list[str] = []
+    attributes: dict[str, str] = {}
+
+
+class Mtls(_Model):
+    """Client certificates signed by ``ca_file`` identify the principal by CN or a SAN."""
+
+    ca_file: Path
+    map: Literal["cn", "san_email", "san_dns"] = "cn"
+    required: bool = False  # refuse clients without a certificate
+    password: bool = False  # a certificate login must also prove the identity's token/JWT
+    identities: dict[str, MtlsPrincipal] = {}  # certificate name -> principal
+    any_certificate: MtlsPrincipal | None = None  # any other name from the CA, with these settings
+
+    @model_validator(mode="after")
+    def _mapping(self) -> Mtls:
+        if not self.identities and self.any_certificate is None:
+            raise ValueError("give 'identities' (certificate name -> principal) or 'any_certificate'")
+        return self
+
+
+class ThrottleLimits(_Model):
+    delay_after: int = Field(gt=0)  # failures after which each further attempt waits
+    lockout_after: int = Field(gt=0)  # failures after which attempts are refused for 'lockout'
+
+
+class Throttle(_Model):
+    """Brute-force protection: failed logins counted per identity and per client address."""
+
+    enabled: bool = True
+    identity: ThrottleLimits = ThrottleLimits(delay_after=3, lockout_after=10)
+    address: ThrottleLimits = ThrottleLimits(delay_after=10, lockout_after=50)
+    delay: Seconds = 0.25  # the first delay; doubles with each further failure
+    max_delay: Seconds = 4.0
+    lockout: Seconds = 300.0
+    window: Seconds = 900.0  # a failure is forgotten after this
+
+
+_APP_NAME_FIELDS = frozenset({"identity", "kind", "application_name", "on_behalf_of"})
+
+
+class Auth(_Model):
+    oidc: Oidc | None = None
+    mtls: Mtls | None = None
+    throttle: Throttle = Throttle()
+    # what the upstream's application_name shows the DBA; fields: identity, kind, application_name, on_behalf_of
+    application_name: str = "rowgate:{identity}"
+    revocation_poll: Seconds = Field(1.0, gt=0, le=5)  # how often the token store is checked for revocations
+
+    @model_validator(mode="after")
+    def _template(self) -> Auth:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(self.application_name) if f is not None}
+        except ValueError as e:
+            raise ValueError(f"application_name: {e}") from None
+        if names - _APP_NAME_FIELDS:
+            raise ValueError(f"application_name: unknown field(s) {sorted(names - _APP_NAME_FIELDS)}; "
+                             f"use {sorted(_APP_NAME_FIELDS)}")
+        return self
+
+
 class Upstream(_Model):
     host: str = "127.0.0.1"  # a path starting with '/' is a Unix socket directory
     port: int = Field(5432, ge=1, le=65535)
@@ -137,6 +249,42 @@ class Upstream(_Model):
     tls: UpstreamTLS = UpstreamTLS()
     environment: str = "default"
     connect_timeout: Seconds = 10.0
+    access: list[AccessRule] | None = None  # None: every identity may connect
+
+
+class AuditDatabase(_Model):
+    fail_closed: bool = True  # False: a statement the audit log cannot record is logged and forwarded
+
+
+class Audit(_Model):
+    """The write-ahead audit log (``rowgate.audit``): SQLite at data_dir/audit.db unless ``url``
+    names a PostgreSQL database."""
+
+    enabled: bool = True
+    url: str | None = None  # postgresql://user@host/db (the password comes from ``password``)
+    password: Secret | None = None
+    replica: str | None = None  # this proxy's chain; default: an id kept in data_dir
+    fsync_interval: Seconds = 0.2
+    fail_closed: bool = True
+    databases: dict[str, AuditDatabase] = {}  # per upstream, overrides fail_closed
+    signing_key_file: Path | None = None  # Ed25519 private key (PEM) signing the checkpoints
+    checkpoint_records: int = Field(1000, gt=0)
+    checkpoint_interval: Seconds = 60.0
+    retention: Seconds | None = None  # e.g. 400d; older records are pruned up to a signed checkpoint
+    # the store (search, lineage) trails the journal; statements are refused while it is further behind
+    # than this, or by more records than max_backlog (fail closed when the store is unavailable)
+    max_import_lag: Seconds = 5.0
+    max_backlog: int = Field(50_000, gt=0)
+
+
+class Lineage(_Model):
+    """OpenLineage RunEvents (``rowgate.audit.lineage``); ``transport`` is openlineage-python's
+    transport config, e.g. {type: file, log_file_path: ..., append: true} or {type: http, url: ...}."""
+
+    enabled: bool = False
+    per: Literal["statement", "session"] = "statement"
+    namespace: str = "rowgate"
+    transport: dict[str, Any] = {"type": "console"}
 
 
 class Config(_Model):
@@ -144,9 +292,27 @@ class Config(_Model):
     control: Control = Control()
     limits: Limits = Limits()
     data_dir: Path | None = None
+    state: str | None = None  # state store: a postgresql:// URL; None: SQLite at data_dir/state.db
     identities: dict[str, Identity] = {}
     upstreams: dict[str, Upstream]
     policy: Policy = Policy()
+    auth: Auth = Auth()
+    audit: Audit = Audit()
+    lineage: Lineage = Lineage()
+    masking: MaskingConfig = MaskingConfig()
+
+    @model_validator(mode="after")
+    def _auth_needs_tls(self) -> Config:
+        if self.listen.tls.mode == "disabled":
+            if self.auth.mtls is not None:
+                raise ValueError("auth.mtls needs listen.tls (client certificates come with TLS)")
+            if self.auth.oidc is not None:
+                raise ValueError("auth.oidc needs listen.tls: JWTs are accepted only over TLS")
+        return self
+
+
+def _local_jwks(key: str, value: str) -> bool:
+    return key == "jwks" and "://" not in value
 
 
 def _absolutise(node: Any, base: Path) -> Any:
@@ -154,7 +320,7 @@ def _absolutise(node: Any, base: Path) -> Any:
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if isinstance(v, str) and (k.endswith("_file") or k in ("file", "data_dir")):
+            if isinstance(v, str) and (k.endswith("_file") or k in ("file", "data_dir") or _local_jwks(k, v)):
                 p = Path(v).expanduser()
                 out[k] = str(p if p.is_absolute() else base / p)
             else:

@@ -46,6 +46,14 @@ class InvalidAuthorization(RowgateError):
     severity = "FATAL"
 
 
+class LoginLocked(InvalidAuthorization):
+    """Too many failed logins for an identity or from an address (brute-force lockout)."""
+
+
+class CredentialEnded(InvalidAuthorization):
+    """A session's credential was revoked or expired while the session was open."""
+
+
 class UnknownDatabase(RowgateError):
     sqlstate = "3D000"
     severity = "FATAL"
@@ -80,4 +88,25 @@ class IdleSessionTimeout(RowgateError):
 
 class StartupTimeout(RowgateError):
     sqlstate = "08006"
+    severity = "FATAL"
+
+
+class StateStoreUnavailable(RowgateError):
+    """The state store (token identities) could not be read during a login: refused."""
+
+    sqlstate = "58030"
+    severity = "FATAL"
+
+
+class AuditUnavailable(RowgateError):
+    """The audit log could not be written: the statement is refused (fail closed)."""
+
+    sqlstate = "58030"
+
+
+class MaskingError(RowgateError):
+    """A result could not be masked (malformed value, detector failure, unexpected message):
+    the connection is closed rather than send it (fail closed)."""
+
+    sqlstate = "XX000"
     severity = "FATAL"

@@ -19,6 +19,9 @@ from rowgate.pgwire.buffer import Reader, cstr, i32
 
 SCRAM = "SCRAM-SHA-256"
 _MECH = scramp.ScramMechanism(SCRAM)
+# PostgreSQL's SCRAM_DEFAULT_SALT_LEN. Every verifier rowgate makes, and every mock salt an
+# unknown name is shown, has this length: a different one would tell which names exist.
+SALT_LENGTH = 16
 
 
 class ScramVerifier(NamedTuple):
@@ -31,7 +34,7 @@ class ScramVerifier(NamedTuple):
 
 
 def make_verifier(secret: str, iterations: int = 4096) -> ScramVerifier:
-    salt, stored, server, i = _MECH.make_auth_info(secret, iteration_count=iterations)
+    salt, stored, server, i = _MECH.make_auth_info(secret, iteration_count=iterations, salt=os.urandom(SALT_LENGTH))
     return ScramVerifier(salt, stored, server, i)
 
 
@@ -50,13 +53,13 @@ class ScramServerExchange:
 
     With ``verifier=None`` (unknown identity) the exchange runs against a random
     verifier and fails at the end, so a client cannot tell an unknown name from a
-    wrong secret. Pass ``mock_salt`` (stable per name, see ``TokenDirectory.mock_salt``):
+    wrong secret. Pass ``mock_salt`` (stable per name, see ``IdentityDirectory.mock_salt``):
     a salt that changed on every attempt would give the unknown name away."""
 
     def __init__(self, verifier: ScramVerifier | None, *, mock_salt: bytes | None = None) -> None:
         # an unknown name costs no key derivation either: its timing matches a known one
         self._verifier = verifier or ScramVerifier(
-            mock_salt or os.urandom(32), os.urandom(32), os.urandom(32), 4096
+            mock_salt or os.urandom(SALT_LENGTH), os.urandom(32), os.urandom(32), 4096
         )
         self._known = verifier is not None
         self._stage = 0

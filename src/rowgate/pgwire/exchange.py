@@ -27,6 +27,7 @@ Column = be.FieldDescription
 
 _Q, _P, _B, _D, _E, _C, _F, _S = (ord(c) for c in "QPBDECFS")
 _COPY_DONE, _COPY_FAIL = ord("c"), ord("f")
+_ROW_TYPES = frozenset(b"Dd")  # DataRow, CopyData: they never change the state
 
 
 @dataclass(slots=True)
@@ -204,6 +205,11 @@ class Exchange:
     def server(self, frame: Frame) -> Request | None:
         """The request a backend message answers (None for asynchronous messages)."""
         req = self._queue[0] if self._queue else None
+        if frame.type in _ROW_TYPES and req is not None and not (
+            req._advance or (req.columns is None and req.kind == "execute")
+        ):
+            self.current_server = req  # the hot path: a row of the result being read
+            return req
         self.current_server = None
         if req is None:
             return None

@@ -188,6 +188,24 @@ class Check(Protocol):
     def check(self, session: SessionInfo, stmts: Sequence[Statement]) -> Decision | None: ...
 
 
+class Recorder(Protocol):
+    """The audit log's write-ahead hook (``rowgate.audit.recorder``): called for every
+    decided message and every Execute before it is forwarded. An exception refuses the
+    statement: nothing runs unaudited."""
+
+    def decided(self, session: SessionInfo, stmts: Sequence[Statement], decision: Decision,
+                message: str, prepared: str | None = None) -> None: ...
+
+    def execute(self, session: SessionInfo, portal: str) -> None: ...
+
+
+def _audit_failed(session: SessionInfo, e: Exception) -> Decision:
+    log.error("session %d: audit log unavailable, statement refused: %s", session.id, e)
+    reason = str(e) if str(e).startswith("audit log unavailable") else f"audit log unavailable: {e}"
+    return Decision("deny", "audit_log", reason + "; the statement was not run",
+                    hint="rowgate refuses statements it cannot record; tell your rowgate administrator")
+
+
 class StatementGate:
     # Query, Parse, Bind, Describe, Execute, Close, FunctionCall
     frontend_types = frozenset(b"QPBDECF")
@@ -198,10 +216,12 @@ class StatementGate:
         policy: Policy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         checks: Iterable[Check] = (),
+        recorder: Recorder | None = None,
     ) -> None:
         self._policy: CompiledPolicy = compile_policy(policy)
         self._clock = clock
         self._checks = tuple(checks)
+        self._recorder = recorder
 
     # --- analysis and decision -------------------------------------------------------
 
@@ -238,7 +258,8 @@ class StatementGate:
                                            execute_name=s.execute_name)
         return s
 
-    def _decide(self, session: SessionInfo, stmts: Sequence[Statement]) -> Decision:
+    def _decide(self, session: SessionInfo, stmts: Sequence[Statement], message: str = "unknown",
+                prepared: str | None = None) -> Decision:
         assert session.principal is not None
         ctx = Context(session.principal, session.upstream, session.database_environment, self._clock())
         decision = decide_message(stmts, ctx, self._policy)
@@ -253,6 +274,11 @@ class StatementGate:
             i = decision.statement_index or 0
             text = stmts[i].text if stmts else ""
             log.warning("session %d identity=%s: %s; statement: %.200s", session.id, who, decision.message(), text)
+        if self._recorder is not None:
+            try:
+                self._recorder.decided(session, stmts, decision, message, prepared)
+            except Exception as e:
+                return _audit_failed(session, e)
         return decision
 
     @staticmethod
@@ -277,7 +303,7 @@ class StatementGate:
         error = be.error_response("42501", decision.message(), hint=hint).encode()
         # its error arrives before the ReadyForQuery of every Sync now outstanding, and of its own
         st.denials[nonce] = _Denial(error, session.pending + 1)
-        session.watched_backend = session.watched_backend | _WATCHED
+        session.watch(self, _WATCHED)
         failing = f'SELECT "rowgate_deny_{nonce}"()'
         if simple:
             return Action(to_upstream=fe.Query(failing).encode())
@@ -304,7 +330,7 @@ class StatementGate:
             body = self._prepared_body(name, st, st.search_path, session)
             assert body is not None
             stmts = [body]
-        decision = self._decide(session, stmts)
+        decision = self._decide(session, stmts, "bind", name)
         if decision.refused:
             return self._refuse(session, st, decision, simple=False)
         if name in st.statements:
@@ -333,11 +359,19 @@ class StatementGate:
             (portal,) = fe.leading_names(message.payload, 1)
             if portal not in st.portals:
                 return self._refuse_unknown(session, st, f'portal "{portal}"')
+            if self._recorder is not None:
+                try:
+                    self._recorder.execute(session, portal)
+                except Exception as e:
+                    return self._refuse(session, st, _audit_failed(session, e), simple=False)
             return None
         msg = fe.decode_frontend(t, message.payload)
         if isinstance(msg, fe.Query | fe.Parse):
             stmts = self._analyze(msg.sql, st, session)
-            decision = self._decide(session, stmts)
+            if isinstance(msg, fe.Query):
+                decision = self._decide(session, stmts, "query")
+            else:
+                decision = self._decide(session, stmts, "parse", msg.name)
             if decision.refused:
                 return self._refuse(session, st, decision, simple=isinstance(msg, fe.Query))
             self._remember(stmts, st)
@@ -359,7 +393,7 @@ class StatementGate:
         if isinstance(msg, fe.FunctionCall):
             stmt = _unknown(f"<function call, oid {msg.function_oid}>", "FUNCTION CALL", "fast-path function call")
             stmt = dataclasses.replace(stmt, functions=frozenset({f"oid:{msg.function_oid}"}))
-            decision = self._decide(session, [stmt])
+            decision = self._decide(session, [stmt], "function")
             if decision.refused:
                 return self._refuse(session, st, decision, simple=True)
             return None
@@ -379,5 +413,5 @@ class StatementGate:
                 if denial.syncs_left <= 0:  # skipped after an earlier error: nothing will come
                     del st.denials[nonce]
             if not st.denials:
-                session.watched_backend = session.watched_backend - _WATCHED
+                session.watch(self, frozenset())
         return None

@@ -16,7 +16,9 @@ from typing import Protocol
 
 from rowgate.identity.principal import Principal
 from rowgate.pgwire.exchange import Exchange
-from rowgate.pgwire.framing import Frame
+from rowgate.pgwire.framing import Batch, Frame
+
+BATCHED = frozenset(b"D")  # result types the relay hands to the pipeline in batches (DataRow)
 
 
 @dataclass
@@ -36,12 +38,23 @@ class SessionInfo:
     transaction_status: str = "I"  # from the last ReadyForQuery: I, T or E
     pending: int = 0  # Query, Sync and FunctionCall messages still awaiting their ReadyForQuery
     parameters: dict[str, str] = field(default_factory=dict)  # ParameterStatus as the client sees it
-    # result message types stages want to see for now, on top of the pipeline's static
-    # ones; while non-empty the relay leaves its fast path for this session's results
+    # result message types stages want to see for now, on top of their static ones (set
+    # with ``watch``): per stage, and all of them, which the relay reads; while non-empty
+    # the relay leaves its fast path for this session's results
+    watched: dict[object, frozenset[int]] = field(default_factory=dict)
     watched_backend: frozenset[int] = frozenset()
     stage_state: dict[str, object] = field(default_factory=dict)  # per-session state of each stage
     # which request each result answers; kept only when some stage has ``uses_exchange``
     exchange: Exchange | None = None
+
+    def watch(self, stage: object, types: frozenset[int]) -> None:
+        """From now on ``stage`` also sees result messages of ``types`` (replacing what it
+        watched before; empty: nothing more than its static ``backend_types``)."""
+        if types:
+            self.watched[stage] = types
+        else:
+            self.watched.pop(stage, None)
+        self.watched_backend = frozenset().union(*self.watched.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +69,9 @@ class Action:
 
 class Stage(Protocol):
     """A stage may also set ``uses_exchange = True`` (class attribute): the pipeline then
-    keeps ``SessionInfo.exchange`` up to date before the stage sees a message."""
+    keeps ``SessionInfo.exchange`` up to date before the stage sees a message; and
+    ``takes_batches = True``: its ``on_backend`` then gets the DataRows read together as
+    one ``Batch`` (returning the bytes of all of them), other stages get them one by one."""
 
     frontend_types: frozenset[int]  # client message type bytes this stage inspects
     backend_types: frozenset[int]  # result message type bytes this stage inspects
@@ -93,15 +108,34 @@ class Pipeline:
         return None
 
     def backend(self, session: SessionInfo, message: Frame) -> bytes | None:
+        """``message`` may be a ``Batch`` of messages of one of the ``BATCHED`` types: the
+        Exchange sees it once, as they never change its state."""
+        t = message.type
         if (exchange := self._exchange(session)) is not None:
             exchange.server(message)
         raw: bytes | None = None
+        watched = session.watched
         for stage in self.stages:
-            if message.type in stage.backend_types or message.type in session.watched_backend:
-                out = stage.on_backend(session, message)
+            if t in stage.backend_types or (watched and t in watched.get(stage, ())):
+                if type(message) is Batch and not getattr(stage, "takes_batches", False):
+                    out = _one_by_one(stage, session, message)
+                else:
+                    out = stage.on_backend(session, message)
                 if out is not None:
                     if not out:
                         return b""
                     raw = out
-                    message = Frame(out[0], out)
+                    message = Batch(t, out) if type(message) is Batch else Frame(out[0], out)
         return raw
+
+
+def _one_by_one(stage: Stage, session: SessionInfo, batch: Batch) -> bytes | None:
+    raw, pos, changed = batch.raw, 0, False
+    out: list[bytes] = []
+    while pos < len(raw):
+        end = pos + 1 + int.from_bytes(raw[pos + 1 : pos + 5], "big")
+        new = stage.on_backend(session, Frame(raw[pos], raw[pos:end]))
+        out.append(raw[pos:end] if new is None else new)
+        changed = changed or new is not None
+        pos = end
+    return b"".join(out) if changed else None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from rowgate.errors import RowgateError
 from rowgate.pgwire.framing import Frame
+from rowgate.proxy.hooks import BATCHED
 
 if TYPE_CHECKING:
     from rowgate.proxy.session import ClientSession
@@ -183,24 +184,29 @@ class Relay:
         watched = s.info.watched_backend
         hooked = self._back_hooked | watched if watched else self._back_hooked
         held_before = framer.pending
-        parts = framer.split(data, TRACKED_BACKEND | hooked if hooked else TRACKED_BACKEND)
-        s.track_backend(parts)
         if not hooked:
+            parts = framer.split(data, TRACKED_BACKEND)
+            s.track_backend(parts)
             if held_before == 0 and framer.pending == 0:
                 self.client.write(data)
             else:
                 self.client.writelines(raw_bytes(parts))
         else:
+            # rows come in batches (one pipeline call per run of DataRows read together)
+            parts = framer.split(data, TRACKED_BACKEND | hooked, BATCHED & hooked)
+            s.track_backend(parts)
             out: list[bytes] = []
             for part in parts:
-                if type(part) is Frame and part.type in hooked:
+                if not isinstance(part, Frame):
+                    out.append(part)
+                elif part.type in hooked:
                     try:
                         replaced = self._pipeline.backend(s.info, part)
                     except Exception as e:
                         raise self._stage_failed(self.client, out, "process a result message") from e
                     out.append(part.raw if replaced is None else replaced)
                 else:
-                    out.append(part.raw if isinstance(part, Frame) else part)
+                    out.append(part.raw)
             self.client.writelines(out)
         if s.info.pending == 0 and s.draining and framer.at_boundary:
             s.terminate(s.server.shutdown_error())

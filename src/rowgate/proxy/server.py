@@ -13,15 +13,20 @@ import sys
 import time
 from collections import Counter
 
+from rowgate.audit.recorder import AuditRecorder
+from rowgate.audit.setup import build_recorder
+from rowgate.audit.stage import AuditStage
 from rowgate.config import Config
 from rowgate.errors import AdminShutdown, ConfigError, IdleSessionTimeout, TooManyConnections
 from rowgate.identity.principal import Principal
-from rowgate.identity.static_tokens import TokenDirectory
 from rowgate.pgwire import backend as be
 from rowgate.pgwire.frontend import CancelRequest
 from rowgate.proxy import upstream
 from rowgate.proxy.gate import StatementGate
-from rowgate.proxy.hooks import Pipeline, SessionInfo
+from rowgate.proxy.hooks import Pipeline, SessionInfo, Stage
+from rowgate.proxy.login import Authenticator
+from rowgate.proxy.masking_stage import MaskingStage
+from rowgate.proxy.revocation import watch_credentials
 from rowgate.proxy.session import ClientSession
 from rowgate.proxy.tls import server_context, upstream_context
 
@@ -31,14 +36,26 @@ log = logging.getLogger("rowgate.server")
 class ProxyServer:
     def __init__(self, config: Config, pipeline: Pipeline | None = None) -> None:
         self.config = config
-        self.pipeline = pipeline if pipeline is not None else Pipeline([StatementGate(config.policy)])
-        self.tokens = TokenDirectory(config.identities)
-        self.tls_context = server_context(config.listen.tls)
+        # the write-ahead audit log (None when it is off, or a caller brings its own pipeline)
+        self.audit: AuditRecorder | None = build_recorder(config) if pipeline is None else None
+        # masking on the wire (None when it is off, or a caller brings its own pipeline)
+        self.masking = MaskingStage(config) if pipeline is None and config.masking.enabled else None
+        if pipeline is None:
+            checks = self.masking.checks if self.masking is not None else ()
+            stages: list[Stage] = [StatementGate(config.policy, checks=checks, recorder=self.audit)]
+            if self.masking is not None:
+                stages.append(self.masking)
+            if self.audit is not None:
+                stages.append(AuditStage(self.audit))
+            pipeline = Pipeline(stages)
+        self.pipeline = pipeline
+        self.tls_context = server_context(config.listen.tls, config.auth.mtls)
         self.upstream_tls = {n: upstream_context(u.tls, f"upstreams.{n}") for n, u in config.upstreams.items()}
         self.upstream_passwords = {
             n: u.password.resolve(f"upstreams.{n}.password") if u.password else None
             for n, u in config.upstreams.items()
         }
+        self.auth = Authenticator(config, self.upstream_passwords)  # token store, OIDC, mTLS, throttle, access
         self.sessions: dict[int, ClientSession] = {}  # established sessions by the pid we gave the client
         self._connections = 0
         self._per_identity: Counter[str] = Counter()
@@ -46,6 +63,7 @@ class ProxyServer:
         self._next_id = 0
         self._server: asyncio.Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._credential_watch: asyncio.Task[None] | None = None
         self._closing = False
         self.port = 0
 
@@ -53,6 +71,8 @@ class ProxyServer:
 
     async def start(self) -> None:
         listen = self.config.listen
+        if self.masking is not None:  # classify the upstreams before the first client can read them
+            await asyncio.get_running_loop().run_in_executor(None, self.masking.catalogs.start)
         try:
             self._server = await asyncio.start_server(
                 self._accept, listen.host, listen.port, backlog=1024, reuse_address=True
@@ -61,6 +81,7 @@ class ProxyServer:
             raise ConfigError(f"listen: cannot listen on {listen.host}:{listen.port}: {e.strerror}") from e
         self.port = self._server.sockets[0].getsockname()[1]
         self._watchdog = asyncio.create_task(self._watch_idle())
+        self._credential_watch = asyncio.create_task(watch_credentials(self))
         log.info(
             "rowgate listening on %s:%d (tls %s), upstreams: %s",
             listen.host,
@@ -107,6 +128,8 @@ class ProxyServer:
 
     def login_failed(self, user: str, client_addr: str) -> None:
         log.warning("failed login for identity %r from %s", user, client_addr)
+        if self.audit is not None:
+            self.audit.login_refused(user, client_addr)
 
     # --- sessions and cancel --------------------------------------------------------
 
@@ -167,10 +190,14 @@ class ProxyServer:
         seconds (limits.shutdown_timeout by default); then close what is left."""
         timeout = self.config.limits.shutdown_timeout if timeout is None else timeout
         self._closing = True
+        if self.masking is not None:
+            self.masking.catalogs.stop()
         if self._server is not None:
             self._server.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._credential_watch is not None:
+            self._credential_watch.cancel()
         log.info("shutting down: %d sessions open, waiting up to %gs", len(self.sessions), timeout)
         for s in list(self.sessions.values()):
             s.drain()
@@ -184,6 +211,10 @@ class ProxyServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1)
+        if self.audit is not None:  # commit, sign a last checkpoint, fsync
+            self.audit.close()
+            self.audit = None
+        self.auth.close()
 
 
 async def _serve(config: Config, pipeline: Pipeline | None) -> int:

@@ -19,15 +19,14 @@ from typing import TYPE_CHECKING, cast
 from rowgate.errors import (
     FeatureNotSupported,
     InvalidAuthorization,
-    InvalidPassword,
     ProtocolViolation,
     RowgateError,
     StartupTimeout,
     UnknownDatabase,
 )
+from rowgate.identity.access import application_name
 from rowgate.identity.principal import Principal
 from rowgate.pgwire import backend as be
-from rowgate.pgwire.auth import ScramServerExchange
 from rowgate.pgwire.framing import Frame, Framer
 from rowgate.pgwire.frontend import (
     CancelRequest,
@@ -39,6 +38,7 @@ from rowgate.pgwire.frontend import (
 )
 from rowgate.proxy import upstream
 from rowgate.proxy.hooks import SessionInfo
+from rowgate.proxy.login import LoginResult
 from rowgate.proxy.relay import Relay, stream_buffer, take_buffered
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ log = logging.getLogger("rowgate.session")
 
 READ_SIZE = 256 * 1024
 MAX_AUTH_MESSAGE = 65535  # PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH, for messages before authentication
-_Q, _E, _S, _F, _X, _P = (ord(c) for c in "QESFXp")
+MAX_USER_NAME = 256  # an e-mail address fits; PostgreSQL's own role names stop at 63 bytes
+_Q, _E, _S, _F, _X = (ord(c) for c in "QESFX")
 _Z, _PARAM, _COPY_IN = ord("Z"), ord("S"), ord("G")
 _COPY_END = frozenset(b"cf")  # CopyDone, CopyFail
 
@@ -108,6 +109,7 @@ class ClientSession:
         self.copy_in = False  # between CopyInResponse and the client's CopyDone or CopyFail
         self._ending: RowgateError | None = None
         self._relayed: Relay | None = None
+        self.login: LoginResult | None = None  # how the client proved who it is (None until it has)
 
     # --- life cycle -------------------------------------------------------------
 
@@ -142,6 +144,10 @@ class ClientSession:
                     time.monotonic() - started,
                     f" reason={self._ending.sqlstate}: {self._ending.message}" if self._ending else "",
                 )
+                if self.server.audit is not None:
+                    reason = f"{self._ending.sqlstate}: {self._ending.message}" if self._ending else None
+                    with contextlib.suppress(RowgateError):  # a lost session_end must not hide the ending
+                        self.server.audit.session_end(self.info, time.monotonic() - started, reason)
 
     def terminate(self, error: RowgateError) -> None:
         """End the session from outside (shutdown, idle timeout, revocation): the
@@ -186,16 +192,22 @@ class ClientSession:
         p = self.info.principal
         assert p is not None
         log.info(
-            "session %d start identity=%s kind=%s groups=%s client=%s upstream=%s application=%r tls=%s",
+            "session %d start identity=%s kind=%s groups=%s client=%s upstream=%s upstream_pid=%s "
+            "application=%r tls=%s",
             self.info.id,
             p.name,
             p.kind,
             ",".join(p.groups) or "-",
             self.info.client_addr,
             self.info.upstream,
+            # the DBA's reliable link from pg_stat_activity to the identity: the client can SET
+            # application_name, it cannot change its backend's pid
+            self.upstream.key.pid if self.upstream is not None and self.upstream.key is not None else "-",
             self.info.application_name,
             "yes" if self.info.tls else "no",
         )
+        if self.server.audit is not None:
+            self.server.audit.session_start(self.info)  # fail closed: no session without its record
 
     # --- start-up -------------------------------------------------------------------
 
@@ -263,6 +275,10 @@ class ClientSession:
         user = pkt.get("user")
         if not user:
             raise InvalidAuthorization("no user name specified in the startup packet")
+        if not user.isprintable():  # not UTF-8 (undecodable bytes arrive as surrogates) or control characters
+            raise InvalidAuthorization("the user name must be printable UTF-8 text")
+        if len(user) > MAX_USER_NAME:  # names are kept (throttle counters, logs): no 10 kB ones
+            raise InvalidAuthorization(f"the user name is too long (at most {MAX_USER_NAME} characters)")
         replication = (pkt.get("replication") or "false").lower()
         if replication not in ("false", "off", "no", "0"):
             raise FeatureNotSupported("replication connections are not supported through rowgate")
@@ -288,26 +304,34 @@ class ClientSession:
                 f'database "{database}" does not exist',
                 hint="the database name selects a rowgate upstream; ask your administrator which ones you may use",
             )
+        role = self.server.auth.access.role(principal, database)
         self.server.admit_identity(self, principal)
         self.info.upstream = database
         self.info.database_environment = cfg.environment
-        params = [(k, v) for k, v in pkt.params if k in FORWARDED_PARAMS]
         self.info.application_name = pkt.get("application_name") or ""
+        # the DBA sees who it is (auth.application_name); the client keeps seeing its own
+        shown = application_name(self.server.config.auth.application_name, principal, self.info.application_name)
+        params = [(k, v) for k, v in pkt.params if k in FORWARDED_PARAMS and k != "application_name"]
+        params.append(("application_name", shown))
         self.upstream = await upstream.connect(
             database,
-            cfg,
+            cfg if role.user == cfg.user else cfg.model_copy(update={"user": role.user}),
             self.server.upstream_tls[database],
-            self.server.upstream_passwords[database],
+            role.password,
             params,
             self.server.config.limits.max_message_size,
         )
         self.key = self.server.register(self)
-        out = [be.Authentication(be.AUTH_OK).encode(), *self.upstream.startup_messages]
+        out = [be.Authentication(be.AUTH_OK).encode()]
         for raw in self.upstream.startup_messages:
             if raw[0] == _PARAM:
                 msg = be.decode_backend(raw[0], raw[5:])
                 assert isinstance(msg, be.ParameterStatus)
+                if msg.name == "application_name":  # the client sees its own, not the DBA's view
+                    msg = be.ParameterStatus(msg.name, self.info.application_name)
+                    raw = msg.encode()
                 self.info.parameters[msg.name] = msg.value
+            out.append(raw)
         # PostgreSQL reports search_path only from version 18 on; the gate needs the one the
         # session starts with to resolve names (and see shadowed built-ins) as the server does
         for name, value in params:
@@ -332,26 +356,8 @@ class ClientSession:
         await self.writer.drain()
 
     async def _authenticate(self, user: str) -> Principal:
-        entry = self.server.tokens.lookup(user)
-        mock_salt = None if entry else self.server.tokens.mock_salt(user)  # stable per name: no enumeration
-        exchange = ScramServerExchange(entry[1] if entry else None, mock_salt=mock_salt)
-        self.writer.write(exchange.request().encode())
-        await self.writer.drain()
-        try:
-            for _ in range(2):
-                f = await self._next_frame()
-                if f.type != _P:
-                    raise ProtocolViolation(f"expected a password message, got {chr(f.type)!r}")
-                self.writer.write(exchange.step(f.payload).encode())
-                await self.writer.drain()
-        except InvalidPassword:
-            self.server.login_failed(user, self.info.client_addr)
-            raise InvalidPassword(
-                f'password authentication failed for user "{user}"',
-                hint="the password is your rowgate token, not a database password",
-            ) from None
-        assert entry is not None  # an unknown user can never complete the exchange
-        return entry[0]
+        self.login = await self.server.auth.login(self, user)
+        return self.login.principal
 
     # --- relay ----------------------------------------------------------------------
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ssl
 
-from rowgate.config import ListenTLS, UpstreamTLS
+from rowgate.config import ListenTLS, Mtls, UpstreamTLS
 from rowgate.errors import ConfigError
 
 
-def server_context(cfg: ListenTLS) -> ssl.SSLContext | None:
+def server_context(cfg: ListenTLS, mtls: Mtls | None = None) -> ssl.SSLContext | None:
     if cfg.mode == "disabled":
         return None
     assert cfg.cert_file is not None and cfg.key_file is not None
@@ -18,6 +18,14 @@ def server_context(cfg: ListenTLS) -> ssl.SSLContext | None:
         ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
     except (OSError, ssl.SSLError) as e:
         raise ConfigError(f"listen.tls: cannot load cert_file/key_file: {e}") from e
+    if mtls is not None:
+        try:
+            ctx.load_verify_locations(mtls.ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"auth.mtls.ca_file: cannot load {mtls.ca_file}: {e}") from e
+        # a certificate the client sends must verify (else the handshake fails); a missing
+        # one is refused after the handshake, with a message the client can read
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
 
 
