@@ -100,11 +100,15 @@ def renamed(rel: Rel, name: str, alias: ast.Alias | None) -> Rel:
     """``rel`` under an alias, whose column names replace the first columns' names."""
     columns = list(rel.columns)
     names = [c.sval or "" for c in (alias.colnames or ()) if isinstance(c, ast.String)] if alias else []
+    # past what we know of the relation, which of its columns a name is, is unknown: it may
+    # be any column a ``*`` stands for (``(c).*``), or any column of the relation
+    stars = [f for n, f in rel.columns if n == STAR]
+    unknown = merge([*(stars or [rel.whole_row()]), OPAQUE])
     for position, new in enumerate(names):
         if position < len(columns) and columns[position][0] != STAR:
             columns[position] = (new, columns[position][1])
-        else:  # past what we know of the relation: which of its columns this is, is unknown
-            columns.insert(position, (new, OPAQUE))
+        else:
+            columns.insert(position, (new, unknown))
     return Rel(name, columns, rel.table, rel.complete, rel.fallback, rel.sides, rel.sides_visible)
 
 

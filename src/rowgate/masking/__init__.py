@@ -1,0 +1,1 @@
+"""Classification of sensitive data and the strategies that mask it."""

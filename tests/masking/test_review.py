@@ -1,0 +1,169 @@
+"""Review R2 of masking: regressions for the leaks the review found, and the gaps left open
+(xfail, with the reason and where the fix belongs). Every check runs as a masked identity
+against the real proxy and looks at the bytes the client received (wire_env's tap)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import psycopg
+import pytest
+from proxyutil import UpstreamDB
+from wire_env import SHOP, LeakChecker, MaskEnv, mask_env
+
+from rowgate.masking.classes import PiiClass
+from rowgate.masking.detectors import scan_text
+from rowgate.masking.plan import plan_result
+from rowgate.pgwire.backend import FieldDescription
+from rowgate.sql.lineage import statement_lineage
+
+
+@pytest.fixture(scope="module")
+def env(upstream: UpstreamDB, tmp_path_factory: pytest.TempPathFactory) -> MaskEnv:
+    return mask_env(upstream, tmp_path_factory.mktemp("masking"))
+
+
+@pytest.fixture(scope="module")
+def checker(env: MaskEnv) -> LeakChecker:
+    return LeakChecker(env.secrets)
+
+
+def _received(env: MaskEnv, identity: str, *stmts: str) -> bytes:
+    """What the client received for ``stmts`` (errors included), through the tap."""
+    env.tap.take()
+    with psycopg.connect(env.dsn(identity), autocommit=True) as conn:
+        for sql in stmts:
+            try:
+                cur = conn.execute(sql)
+                if cur.description is not None:
+                    cur.fetchall()
+            except psycopg.Error:
+                pass
+    time.sleep(0.1)
+    return env.tap.take()
+
+
+def _wait_classified(env: MaskEnv, column: str) -> None:
+    stage = env.proxy.server.masking
+    assert stage is not None
+    stage.catalogs.refresh_soon(SHOP)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        classification = stage.catalogs.upstream(SHOP).classification
+        if classification is not None and classification.column(column) is not None:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{column} was not classified")
+
+
+# --- fixed ------------------------------------------------------------------------------
+
+
+def test_star_of_composite_is_planned_from_every_column_it_may_hold(env: MaskEnv) -> None:
+    """(c).* has one lineage output ("*") but as many result columns as the row type: each
+    result column may hold any of its values, so none passes as 'not sensitive'."""
+    stage = env.proxy.server.masking
+    assert stage is not None
+    um = stage.catalogs.upstream(SHOP)
+    assert um.catalog is not None and um.classification is not None
+    sql = "SELECT id, (c).*, 1 AS one FROM (SELECT c, id FROM customers c) s"
+    (lineage,) = statement_lineage(sql, um.catalog)
+    n = 1 + len(um.catalog.columns("public.customers") or ()) + 1
+    columns = [FieldDescription(f"c{i}", 0, 0, 25, -1, -1, 0) for i in range(n)]
+
+    class Redact:
+        def strategy(self, cls: PiiClass, column: str | None = None) -> str:
+            return "redact"
+
+    plan = plan_result(columns, lineage, um.classification, Redact())
+    assert plan[0] is None and plan[-1] is None  # id and the literal keep their own lineage
+    assert all(t not in (None, "scan") for t in plan[1:-1]), plan
+
+
+def test_renamed_star_columns_keep_their_sources(env: MaskEnv) -> None:
+    stage = env.proxy.server.masking
+    assert stage is not None and stage.catalogs.upstream(SHOP).catalog is not None
+    (lineage,) = statement_lineage("SELECT f FROM (SELECT (c).* FROM (SELECT c FROM customers c) s) t(a, f)",
+                                   stage.catalogs.upstream(SHOP).catalog)
+    assert lineage is not None
+    (out,) = lineage.outputs
+    assert "public.customers.full_name" in out.sources and out.opaque
+
+
+def test_innocuously_named_column_of_person_names_is_classified(env: MaskEnv, checker: LeakChecker) -> None:
+    with env.direct() as direct:
+        direct.execute("DROP TABLE IF EXISTS review_people")
+        direct.execute("CREATE TABLE review_people AS SELECT id, full_name AS who, country AS place "
+                       "FROM customers WHERE id <= 200")
+    _wait_classified(env, "public.review_people.who")
+    stage = env.proxy.server.masking
+    assert stage is not None
+    classification = stage.catalogs.upstream(SHOP).classification
+    assert classification is not None
+    who = classification.column("public.review_people.who")
+    assert who is not None and who.cls is PiiClass.PERSON_NAME, who
+    place = classification.column("public.review_people.place")
+    assert place is not None and place.cls is None, place
+    for identity, strategy in (("alice", "pseudonym"), ("agent", "redact")):
+        got = _received(env, identity, "SELECT who, place FROM review_people")
+        assert checker.leaks(got, strategy) == []
+
+
+@pytest.mark.parametrize("text", [
+    "call 001-581-434-6072x34160 or mail",  # the 00 international prefix
+    "call 2485330119 or mail someone",  # bare digits right after a word that says phone
+    "Phone: +44 20 7946 0958",
+    "fax no. 030 1234 5678",
+])
+def test_phone_numbers_in_free_text(text: str) -> None:
+    findings = scan_text(text)
+    assert any(f.cls is PiiClass.PHONE for f in findings), findings
+    covered = "".join(text[f.start:f.end] for f in findings)
+    assert sum(c.isdigit() for c in covered) >= 10
+
+
+@pytest.mark.parametrize("text", ["order 12345678 shipped", "call back on 2024-05-01", "text 3 of 10"])
+def test_numbers_that_are_not_phones(text: str) -> None:
+    assert [f for f in scan_text(text) if f.cls is PiiClass.PHONE] == []
+
+
+# --- open: for the owners of the wire stage (masking_stage.py) ----------------------------
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "masking_stage._error replaces only the text between PAIRS of double quotes (_QUOTED); a quoted "
+    "value that itself holds quotes (a row or JSON cast to int) leaks between them. Fix: in value "
+    "errors of statements that read masked columns, redact from the first quote to the last"))
+def test_cast_error_of_a_json_row_does_not_echo_it(env: MaskEnv, checker: LeakChecker) -> None:
+    got = _received(env, "agent", "SELECT row_to_json(c)::text::int FROM customers c")
+    assert checker.leaks(got) == []
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "masking_stage._VALUE_ERRORS leaves SQLSTATE class 42 alone, but casts to reg* types (42601 "
+    "'syntax error at or near \"Johnson\"', 42704 'type \"x\" does not exist') and current_setting() "
+    "(42704 'unrecognized configuration parameter \"Angela Johnson\"') quote the value. Fix: redact "
+    "quoted values in every error of a statement that reads masked columns"))
+@pytest.mark.parametrize("sql", ["SELECT full_name::regtype FROM customers",
+                                 "SELECT current_setting(full_name) FROM customers"])
+def test_errors_of_class_42_do_not_echo_values(env: MaskEnv, sql: str) -> None:
+    words = {w.lower() for name in env.secrets["full_name"] for w in name.split() if len(w) >= 4}
+    with psycopg.connect(env.dsn("agent"), autocommit=True) as conn, pytest.raises(psycopg.Error) as err:
+        conn.execute(sql)
+    quoted = re.findall(r'"([^"]*)"', str(err.value))
+    assert not [q for q in quoted if words & set(q.lower().split())], str(err.value)
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "InferenceCheck (masking_stage.py) only asks for a catalog refresh when a statement names a relation "
+    "the catalog does not know; until it is classified, its values pass the content scanner only, which "
+    "does not detect names and most addresses. Fix: refuse such statements for masked identities "
+    "('still classifying, try again') until the refresh is done"))
+def test_first_read_of_a_new_table_is_masked(env: MaskEnv, checker: LeakChecker) -> None:
+    with env.direct() as direct:
+        direct.execute("DROP TABLE IF EXISTS review_unseen")
+        direct.execute("CREATE TABLE review_unseen AS SELECT id, full_name AS a, street_address AS b "
+                       "FROM customers WHERE id <= 50")
+    got = _received(env, "agent", "SELECT a, b FROM review_unseen")
+    assert checker.leaks(got) == []
