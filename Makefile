@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench bench-masking clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/pgbench_compare.py
+
+# reading a 200k-row result directly, through rowgate unmasked, and masked
+bench-masking: $(STAMP)
+	$(BIN)/python bench/masking_bench.py
 
 clean:
 	rm -rf $(VENV) .rowgate-demo .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rowgate.audit.signing import generate_key_file
 from rowgate.config import Config, load_config
 from rowgate.demo import data, workspace
 from rowgate.embedded import EmbeddedPostgres
@@ -51,6 +52,7 @@ def prepare_demo(data_dir: Path, port: int = 6543, control_port: int = 8765) -> 
             _progress("rowgate demo: seeding the shop database with synthetic customers, orders and payments ...")
             data.ensure_shop(pg.dsn("postgres"))
         tokens = workspace.ensure_tokens(data_dir)
+        generate_key_file(data_dir / workspace.SECRETS_DIR / workspace.AUDIT_KEY_NAME)  # kept across runs
         config_path = workspace.write_config(data_dir, port=port, control_port=control_port, pg_port=pg.port)
         # Validate what we wrote with the same loader `rowgate serve` uses, before announcing anything.
         config = load_config(config_path)

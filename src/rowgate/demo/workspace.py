@@ -32,6 +32,8 @@ IDENTITIES: tuple[DemoIdentity, ...] = (
 )
 
 CONFIG_NAME = "rowgate.yaml"
+AUDIT_KEY_NAME = "audit-signing.key"  # Ed25519, PEM, in SECRETS_DIR
+LINEAGE_FILE = "openlineage.jsonl"  # OpenLineage RunEvents, one JSON per line
 CONNECTIONS_NAME = "connections.json"
 SECRETS_DIR = "secrets"
 
@@ -93,6 +95,13 @@ def config_document(data_dir: Path, *, port: int, control_port: int, pg_port: in
             }
         },
         "policy": DEMO_POLICY,
+        # everyone sees PII masked (columns classified automatically), except the DPO
+        "masking": {"rules": [{"groups": ["dpo"], "unmask": True,
+                               "reason": "data protection officer: reviews personal data"}]},
+        # every statement in data_dir/audit.db, checkpoints signed with the demo's own key
+        "audit": {"signing_key_file": f"{SECRETS_DIR}/{AUDIT_KEY_NAME}"},
+        "lineage": {"enabled": True, "per": "statement",
+                    "transport": {"type": "file", "log_file_path": LINEAGE_FILE, "append": True}},
     }
 
 
@@ -175,7 +184,8 @@ def banner(doc: dict[str, Any]) -> str:
         "",
         "Try as alice:  SELECT full_name, email, national_id, notes FROM customers LIMIT 5;",
         "Try as bob:    DELETE FROM orders;   (stopped by a guardrail)",
-        "Guardrails and policy are enforced; PII masking and the audit log are not in this version yet.",
+        "Try as dana:   the same SELECT shows raw values (group dpo may unmask; every read is audited).",
+        f"Audit log:  rowgate audit search -c {doc['config']} --identity alice    (and: audit verify, lineage)",
         "Press Ctrl-C to stop.",
         "",
     ]
