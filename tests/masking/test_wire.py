@@ -152,9 +152,12 @@ def test_new_tables_are_classified_without_restart(env: MaskEnv) -> None:
     stage = env.proxy.server.masking
     assert stage is not None
     with psycopg.connect(env.dsn("alice"), autocommit=True) as conn:
-        # before the catalog knows the table its values are content-scanned: emails are found
-        first = {r[0] for r in conn.execute("SELECT mail FROM fresh_contacts").fetchall()}
-        assert not first & raw
+        # until the catalog knows the table, reading it is refused (the content scanner alone
+        # would miss the names), and the refusal says to come back
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+            conn.execute("SELECT who FROM fresh_contacts")
+        assert "not classified public.fresh_contacts" in str(refused.value)
+        assert refused.value.diag.message_hint == "try again in a few seconds"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             classification = stage.catalogs.upstream(SHOP).classification

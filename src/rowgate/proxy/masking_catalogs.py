@@ -24,6 +24,7 @@ from rowgate.masking.config import load_key
 log = logging.getLogger("rowgate.masking")
 
 _MIN_GAP = 1.0  # seconds between two reads of one upstream's catalog
+_MAX_UNSEEN = 4096  # relations remembered as unknown; forgetting one only delays it again
 
 
 @dataclass
@@ -60,6 +61,7 @@ class MaskingCatalogs:
         self._wanted: set[str] = set(config.upstreams)
         self._lock = threading.Lock()
         self._stopped = False
+        self._unseen: dict[tuple[str, str], float] = {}  # (upstream, relation) -> first named
 
     def start(self) -> None:
         """Classify every upstream now (blocking: the server calls it in a worker thread
@@ -78,6 +80,23 @@ class MaskingCatalogs:
         with self._lock:
             self._wanted.add(name)
         self._wake.set()
+
+    def read_since_named(self, name: str, relation: str) -> bool:
+        """Whether upstream ``name``'s catalog was read after a statement first named
+        ``relation``, which it does not know; if not, a read is asked for. A relation still
+        unknown after that (a temporary table, a typo) is then left to the content scanner
+        and to the upstream's own error."""
+        key = (name, relation)
+        first = self._unseen.setdefault(key, time.monotonic())
+        loaded_at = self.upstream(name).loaded_at
+        if loaded_at > first:
+            return True
+        if len(self._unseen) > _MAX_UNSEEN:
+            self._unseen = {k: t for k, t in self._unseen.items() if t >= loaded_at}
+            if len(self._unseen) > _MAX_UNSEEN:
+                self._unseen = {key: first}
+        self.refresh_soon(name)
+        return False
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
