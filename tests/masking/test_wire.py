@@ -207,3 +207,28 @@ def test_computed_values_are_no_oracle(env: MaskEnv) -> None:
                     "SELECT length(full_name) FROM customers", "SELECT email LIKE 'a%' FROM customers"):
             values = {r[0] for r in conn.execute(sql).fetchall()}
             assert len(values) == 1, (sql, values)
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.slow
+def test_a_million_masked_rows_stream(env: MaskEnv) -> None:
+    """1M rows (~110 MB on the wire) of pseudonymised emails and addresses: every row
+    arrives masked, and the process running the proxy never holds the result."""
+    raw = {r[0] for r in _raw(env, "SELECT email FROM customers")}
+    sql = ("SELECT c.email, c.street_address, g FROM customers c, generate_series(1, 1000000 / "
+           "(SELECT count(*) FROM customers)::int) g")
+    expected = (1_000_000 // len(raw)) * len(raw)
+    base = peak = _rss()
+    rows = 0
+    with psycopg.connect(env.dsn("alice", via_tap=False), autocommit=True) as conn:
+        for email, address, _ in conn.cursor().stream(sql):
+            assert email.endswith("@pseudo.invalid") and email not in raw and address.startswith("addr_")
+            rows += 1
+            if rows % 50_000 == 0:
+                peak = max(peak, _rss())
+    assert rows == expected
+    assert peak - base < 40 * 2**20, f"the proxy's process grew by {(peak - base) >> 20} MiB"
