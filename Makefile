@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rowgate demo --data-dir .rowgate-demo
 
-# The suite runs on an embedded PostgreSQL; the proxy tests then run again against the
-# machine's PostgreSQL on 127.0.0.1:5432 when one answers there.
+# The suite runs on an embedded PostgreSQL; the tests whose outcome depends on the server
+# (proxy, masking, upstream roles) then run again against the machine's PostgreSQL on
+# 127.0.0.1:5432 when one answers there.
 EXTERNAL_PG ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 test: $(STAMP)
@@ -24,8 +25,8 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest
 	@if $(BIN)/python -c "import psycopg; psycopg.connect('$(EXTERNAL_PG)', connect_timeout=3).close()" 2>/dev/null; then \
-		echo "== proxy tests again, against the PostgreSQL at $(EXTERNAL_PG) =="; \
-		ROWGATE_TEST_PG_DSN='$(EXTERNAL_PG)' $(BIN)/pytest tests/proxy -m "not slow"; \
+		echo "== proxy, masking and access tests again, against the PostgreSQL at $(EXTERNAL_PG) =="; \
+		ROWGATE_TEST_PG_DSN='$(EXTERNAL_PG)' $(BIN)/pytest tests/proxy tests/masking tests/identity/test_access.py -m "not slow"; \
 	else \
 		echo "== skipped the external-server run: no PostgreSQL answers at $(EXTERNAL_PG) =="; \
 	fi

@@ -205,7 +205,7 @@ def test_no_leak(env: MaskEnv, checker: LeakChecker, identity: str, name: str, s
     _psql(env, identity, stmts)
     got["psql"] = env.tap.take()
     for client, data in got.items():
-        assert checker.leaks(data, STRATEGY[identity]) == [], f"{name} through {client} leaked"
+        assert checker.leaks(data, STRATEGY[identity], stmts) == [], f"{name} through {client} leaked"
     if expect == "rows":
         assert states == ["ok"] * len(stmts), states
     elif expect == "refused":
