@@ -8,7 +8,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from rowgate.audit.store import AuditStore, SearchFilter, open_store
 from rowgate.audit.verify import verify_all
 from rowgate.config import Config
 from rowgate.errors import AuditUnavailable, ConfigError
+from rowgate.sql.lineage import statement_lineage
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
 _UNIT = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -46,6 +47,8 @@ def add_parsers(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpa
     search.add_argument("--type", action="append", default=[], help="record type (repeatable): statement, "
                         "completion, session_start, session_end, login_refused, ...")
     search.add_argument("--text", help="free text anywhere in the record")
+    search.add_argument("--unmasked", action="store_true", help="only records of sessions that saw raw values "
+                        "(an unmask rule matched, or masking is off); each says why")
     _time_args(search)
     search.add_argument("--limit", type=int, default=1000)
     search.add_argument("--json", action="store_true", help="one JSON record per line")
@@ -151,7 +154,7 @@ def _search(store: AuditStore, config: Config, args: argparse.Namespace) -> int:
     found = store.search(SearchFilter(
         identity=args.identity, database=args.database or database, table=args.table, column=column,
         decision=args.decision, since=parse_time(args.since), until=parse_time(args.until), text=args.text,
-        types=tuple(args.type), limit=args.limit,
+        types=tuple(args.type), unmasked=args.unmasked, limit=args.limit,
     ))
     for r in found:
         if args.json:
@@ -163,8 +166,23 @@ def _search(store: AuditStore, config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def unmasked_note(masking: Any) -> str | None:
+    """'UNMASKED (rule 2, group=dpo): GDPR requests' for a session that saw raw values."""
+    if not isinstance(masking, dict) or masking.get("unmasked") is not True:
+        return None
+    why = [f"rule {masking['rule']}"] if masking.get("rule") is not None else []
+    why += [f"{k}={v}" for k, v in sorted((masking.get("matched") or {}).items())]
+    return f"UNMASKED ({', '.join(why)}): {masking.get('reason')}" if why else f"UNMASKED: {masking.get('reason')}"
+
+
 def _line(r: rec.Record) -> str:
     head = f"{r['ts']} {r['replica']}#{r['seq']} {r['type']:<13} {r.get('identity') or '-'}"
+    note = unmasked_note(r.get("masking"))
+    if note is not None:
+        head += f" [{note}]"
+    if r["type"] == rec.TOKEN_CHANGE:
+        return (f"{head} {r.get('action')} token {r.get('token_id')} ({r.get('kind')}; groups: "
+                f"{','.join(r.get('groups') or []) or '-'}) at {r.get('at')} by {r.get('by') or 'unknown'}")
     if r["type"] == rec.STATEMENT:
         d = r.get("decision") or {}
         text = " ".join(str(r.get("text", "")).split())
@@ -173,7 +191,8 @@ def _line(r: rec.Record) -> str:
         masked = ",".join(f"{k}:{v}" for k, v in (r.get("masked") or {}).items())
         return (f"{head} of #{r.get('ref')} {'/'.join(r.get('tags') or [])} rows={r.get('rows')} "
                 f"error={r.get('error') or '-'} {r.get('duration_ms')}ms" + (f" masked={masked}" if masked else ""))
-    extra = {k: v for k, v in r.items() if k not in ("ts", "replica", "seq", "type", "identity", "hash", "prev_hash")}
+    extra = {k: v for k, v in r.items()
+             if k not in ("ts", "replica", "seq", "type", "identity", "hash", "prev_hash", "masking")}
     return f"{head} {json.dumps(extra, sort_keys=True)[:200]}"
 
 
@@ -188,6 +207,39 @@ def _export(store: AuditStore, args: argparse.Namespace) -> int:
     return 0
 
 
+class _NoCatalog:
+    """Lineage from the statement text alone: enough to tie output names to source columns."""
+
+    def columns(self, table: str) -> Sequence[str] | None:
+        return None
+
+    def view_sql(self, table: str) -> str | None:
+        return None
+
+
+def _masked_sources(statement: rec.Record | None, masked_outputs: set[str]) -> set[str]:
+    """Source columns (schema.table.column) of the output columns the masking stage masked, so
+    ``SELECT email AS e`` counts as a masked read of email; empty when it cannot be traced."""
+    if statement is None or not masked_outputs or len(statement.get("statements") or ()) != 1:
+        return set()
+    try:
+        (traced,) = statement_lineage(str(statement.get("text") or ""), _NoCatalog())
+    except Exception:
+        return set()
+    if traced is None:
+        return set()
+    return {src for out in traced.outputs if out.name in masked_outputs for src in out.sources}
+
+
+def _fetch(store: AuditStore, keys: set[tuple[str, int]],
+           get: Callable[[str, list[int]], dict[int, rec.Record]]) -> dict[tuple[str, int], rec.Record]:
+    out: dict[tuple[str, int], rec.Record] = {}
+    for replica in {k[0] for k in keys}:
+        seqs = sorted(k[1] for k in keys if k[0] == replica)
+        out.update(((replica, s), r) for s, r in get(replica, seqs).items())
+    return out
+
+
 def _lineage(store: AuditStore, config: Config, args: argparse.Namespace) -> int:
     column, _ = _column_filter(args.column, config)
     reads = store.column_reads(column=column, identity=args.identity, since=parse_time(args.since))
@@ -199,22 +251,34 @@ def _lineage(store: AuditStore, config: Config, args: argparse.Namespace) -> int
         row = by_statement.setdefault((replica, seq, col), {"ts": ts, "identity": identity, "column": col,
                                                             "clauses": [], "replica": replica, "seq": seq})
         row["clauses"].append(clause)
-    completions: dict[tuple[str, int], rec.Record] = {}
-    for replica in {k[0] for k in by_statement}:
-        seqs = sorted({k[1] for k in by_statement if k[0] == replica})
-        completions.update(((replica, s), c) for s, c in store.completions(replica, seqs).items())
+    keys = {(k[0], k[1]) for k in by_statement}
+    completions = _fetch(store, keys, store.completions)
+    statements = _fetch(store, keys, store.records)
+    traced: dict[tuple[str, int], set[str]] = {}
     rows = []
     for (replica, seq, col), row in by_statement.items():
         done = completions.get((replica, seq))
+        statement = statements.get((replica, seq))
         returned = any(c in ("select", "returning") for c in row["clauses"])
         masked_counts = (done or {}).get("masked") or {}
+        # how the session saw sensitive data, and why (records before this was recorded: unknown)
+        masking = (statement or done or {}).get("masking") or {}
+        row["unmasked"] = masking.get("unmasked")
+        row["masking_reason"] = masking.get("reason")
+        row["masking_rule"] = masking.get("rule")
+        if (replica, seq) not in traced:
+            traced[(replica, seq)] = _masked_sources(statement, {k for k, v in masked_counts.items() if v})
         name = col.rpartition(".")[2]
         if not returned:
             row["masked"] = None  # used in a filter, join, ...: its values were not returned
+        elif bool(masked_counts.get(name)) or col in traced[(replica, seq)]:
+            row["masked"] = True  # the wire says so: the completion counted masked values
+        elif row["unmasked"] is True:
+            row["masked"] = False  # a session that sees raw values: nothing was masked, completion or not
         elif done is None:
             row["masked"] = "unknown"
         else:
-            row["masked"] = bool(masked_counts.get(name))
+            row["masked"] = False
         row["rows"] = (done or {}).get("rows")
         row["error"] = (done or {}).get("error")
         rows.append(row)
@@ -225,7 +289,12 @@ def _lineage(store: AuditStore, config: Config, args: argparse.Namespace) -> int
     if args.identity is not None:
         return _print_identity(rows)
     for row in rows:
-        masked = {True: "masked", False: "NOT masked", None: "not returned"}.get(row["masked"], row["masked"])
+        note = unmasked_note({"unmasked": row["unmasked"], "reason": row["masking_reason"],
+                              "rule": row["masking_rule"]})
+        if row["masked"] is False and note is not None:
+            masked = f"RAW, {note}"
+        else:
+            masked = {True: "masked", False: "NOT masked", None: "not returned"}.get(row["masked"], row["masked"])
         print(f"{row['ts']}  {row['identity']:<12} {masked:<12} rows={row['rows']}  "
               f"clauses={','.join(row['clauses'])}  record {row['replica']}#{row['seq']}")
     print(f"({len(rows)} reads)", file=sys.stderr)
@@ -236,13 +305,15 @@ def _print_identity(rows: list[dict[str, Any]]) -> int:
     per: dict[str, dict[str, Any]] = {}
     for row in rows:
         p = per.setdefault(row["column"], {"statements": 0, "first": row["ts"], "last": row["ts"], "clauses": set(),
-                                           "unmasked": 0})
+                                           "unmasked": 0, "raw": 0})
         p["statements"] += 1
         p["last"] = row["ts"]
         p["clauses"].update(row["clauses"])
         p["unmasked"] += row["masked"] is False
+        p["raw"] += row["masked"] is False and row["unmasked"] is True
     for col, p in sorted(per.items()):
         print(f"{col:<40} {p['statements']:>6} statements  {p['first']} .. {p['last']}  "
-              f"clauses={','.join(sorted(p['clauses']))}  returned unmasked {p['unmasked']}x")
+              f"clauses={','.join(sorted(p['clauses']))}  returned unmasked {p['unmasked']}x"
+              + (f" ({p['raw']}x in sessions that see raw values)" if p["raw"] else ""))
     print(f"({len(per)} columns)", file=sys.stderr)
     return 0

@@ -4,7 +4,10 @@ is printed once, at creation; the store keeps only its SCRAM verifier."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -63,6 +66,19 @@ def _describe(t: StoredToken, now: float) -> dict[str, Any]:
     }
 
 
+def actor() -> str:
+    """Who runs the command, for the audit log's token_change records: the OS user (and the
+    user sudo was run by) on this host. The CLI has no stronger identity to offer."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    if sudo and sudo != user:
+        user += f" (sudo by {sudo})"
+    return f"{user}@{socket.gethostname()}"
+
+
 def _attributes(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -94,6 +110,7 @@ def _create(args: argparse.Namespace, config: Config, store: TokenStore) -> int:
         on_behalf_of=args.on_behalf_of,
         expires=None if expires is None else now + expires,
         now=now,
+        actor=actor(),
     )
     if args.json:
         print(json.dumps({**_describe(rec, now), "token": token}, indent=2))
@@ -129,7 +146,7 @@ def _list(args: argparse.Namespace, config: Config, store: TokenStore) -> int:
 
 
 def _revoke(args: argparse.Namespace, store: TokenStore) -> int:
-    rec = store.revoke(args.name, time.time())
+    rec = store.revoke(args.name, time.time(), actor=actor())
     if rec is None:
         raise ConfigError(f'no token for identity "{args.name}" in the state store',
                           hint="rowgate token list shows the identities")

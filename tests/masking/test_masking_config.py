@@ -11,7 +11,7 @@ from rowgate.config import parse_config
 from rowgate.errors import ConfigError
 from rowgate.identity.principal import Principal
 from rowgate.masking.classes import PiiClass
-from rowgate.masking.config import MaskingConfig, load_key, masking_for
+from rowgate.masking.config import MaskingConfig, load_key, masking_decision, masking_for
 
 ANALYST = Principal("alice", "human", ("analysts",))
 DPO = Principal("dana", "human", ("dpo",))
@@ -48,7 +48,32 @@ def test_rules_unmask_and_change_strategies() -> None:
     assert pinned is not None and not pinned[1].sensitive
 
 
+def test_the_decision_says_why() -> None:
+    """What the audit log records for every session: raw or masked, and why."""
+    cfg = masking({"rules": [
+        {"groups": ["dpo"], "environments": ["prod*"], "unmask": True, "reason": "GDPR"},
+        {"identities": ["b*"], "principal_kinds": ["agent"], "strategies": {"email": "null"}},
+    ]})
+    raw = masking_decision(DPO, "production", cfg)
+    assert raw.unmasked and raw.profile is None
+    assert raw.audit_fields() == {"unmasked": True, "reason": "GDPR", "rule": 0,
+                                  "matched": {"group": "dpo", "environment": "production"}}
+    agent = masking_decision(AGENT, "production", cfg)
+    assert agent.profile is not None and agent.profile.rule == 1
+    assert agent.audit_fields() == {"unmasked": False, "reason": "rule 1", "rule": 1,
+                                    "matched": {"identity": "bot", "kind": "agent"}}
+    assert masking_decision(DPO, "staging", cfg).audit_fields() == {
+        "unmasked": False, "reason": "defaults", "rule": None, "matched": {}}
+    off = masking_decision(DPO, "production", masking({"enabled": False}))
+    assert off.unmasked and off.reason == "masking disabled"
+    # masking_for is the same decision
+    assert masking_for(DPO, "production", cfg) is None
+    assert masking_for(AGENT, "production", cfg) == agent.profile
+
+
 @pytest.mark.parametrize(("doc", "message"), [
+    ({"rules": [{"groups": ["dpo"], "unmask": True}]}, "needs a 'reason'"),
+    ({"rules": [{"groups": ["dpo"], "unmask": True, "reason": "  "}]}, "needs a 'reason'"),
     ({"strategies": {"email": "shuffle"}}, "masking.strategies.email"),
     ({"columns": {"t.c": "not_a_class"}}, "masking.columns"),
     ({"detectors": [{"name": "x", "class": "email", "pattern": "("}]}, "not a valid regular expression"),

@@ -51,6 +51,9 @@ class RowgateRunFacet(RunFacet):
     auditReplica: str | None = attr.field(default=None)
     auditSeq: int | None = attr.field(default=None)
     rows: int | None = attr.field(default=None)
+    # the consumer saw raw values (an unmask rule, or masking off) and the reason it was allowed
+    unmasked: bool | None = attr.field(default=None)
+    maskingReason: str | None = attr.field(default=None)
     _additional_skip_redact: ClassVar[list[str]] = ["identity", "database"]
 
     @staticmethod
@@ -216,11 +219,12 @@ class LineageEmitter:
 
     @staticmethod
     def _run_facets(record: Mapping[str, Any], completion: Mapping[str, Any] | None) -> dict[str, Any]:
+        masking = record.get("masking") or {}
         facets: dict[str, Any] = {"rowgate": RowgateRunFacet(
             identity=str(record.get("identity")), kind=record.get("kind"), groups=list(record.get("groups") or []),
             onBehalfOf=record.get("on_behalf_of"), database=record.get("database"),
             auditReplica=str(record["replica"]), auditSeq=int(record["seq"]),
-            rows=(completion or {}).get("rows"),
+            rows=(completion or {}).get("rows"), unmasked=masking.get("unmasked"), maskingReason=masking.get("reason"),
         )}
         if completion is not None and completion.get("error"):
             facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(

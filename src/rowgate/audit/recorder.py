@@ -4,6 +4,10 @@ every Execute, before it is forwarded), completions, session and login events.
 A record that cannot be written raises AuditUnavailable, and the gate refuses the
 statement; for an upstream configured with ``audit.databases.<name>.fail_closed: false``
 the failure is logged and the statement goes on.
+
+Every record of a session says whether its principal sees masked or raw values and why
+(``masking``: the unmask rule's reason, "masking disabled", ...): a raw read is never
+recorded without the reason it was allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rowgate.audit import records as rec
 from rowgate.audit.writer import AuditWriter
 from rowgate.errors import AuditUnavailable
+from rowgate.masking.config import MaskingConfig, masking_decision
 from rowgate.policy.engine import Decision
 from rowgate.proxy.hooks import SessionInfo
 from rowgate.sql.facts import Statement
@@ -48,11 +53,16 @@ def _session_state(session: SessionInfo) -> _Session:
     return st
 
 
-def _session_fields(session: SessionInfo) -> dict[str, Any]:
+def _session_fields(session: SessionInfo, masking: MaskingConfig) -> dict[str, Any]:
     st = _session_state(session)
     if st.fields is None or st.fields["identity"] is None:
         st.fields = {"session": session.id, **rec.principal_fields(session.principal), "database": session.upstream,
                      "application_name": session.application_name}
+        if session.principal is not None:
+            # the same pure decision the masking stage takes for the session (masking_for), so
+            # the log cannot say "masked" for a session that saw raw values
+            decision = masking_decision(session.principal, session.database_environment, masking)
+            st.fields["masking"] = decision.audit_fields()
     return st.fields
 
 
@@ -64,10 +74,15 @@ def _current_request(session: SessionInfo) -> Any:
 
 
 class AuditRecorder:
-    def __init__(self, writer: AuditWriter, config: Audit, lineage: LineageEmitter | None = None) -> None:
+    def __init__(self, writer: AuditWriter, config: Audit, lineage: LineageEmitter | None = None, *,
+                 masking: MaskingConfig) -> None:
         self.writer = writer
         self._config = config
+        self._masking = masking
         self.lineage = lineage
+
+    def _fields(self, session: SessionInfo) -> dict[str, Any]:
+        return _session_fields(session, self._masking)
 
     def fail_closed(self, database: str) -> bool:
         per = self._config.databases.get(database)
@@ -91,7 +106,7 @@ class AuditRecorder:
         text = "; ".join(s.text for s in stmts) if len(stmts) != 1 else stmts[0].text
         facts = [rec.statement_facts(s) for s in stmts]
         record = self._write(session.upstream, rec.STATEMENT, {
-            **_session_fields(session), "message": message, "prepared": prepared, "text": text,
+            **self._fields(session), "message": message, "prepared": prepared, "text": text,
             "statements": facts, "decision": rec.decision_fields(decision),
         })
         if record is None:
@@ -109,7 +124,7 @@ class AuditRecorder:
         text, facts, judged = _session_state(session).statements.get(statement, ("", [], None))
         text = text or str(getattr(req, "sql", None) or "")
         record = self._write(session.upstream, rec.STATEMENT, {
-            **_session_fields(session), "message": "execute", "prepared": statement, "portal": portal,
+            **self._fields(session), "message": "execute", "prepared": statement, "portal": portal,
             "text": text, "parameters": params, "statements": facts, "judged_by": judged,
             "decision": {"action": "allow", "rule": "prepared", "reason": f"judged when prepared (record {judged})",
                          "enforced": True, "would_have": None, "statement_index": None, "relaxed": []},
@@ -142,7 +157,7 @@ class AuditRecorder:
         masked = req.meta.get("masked") or {}
         error = "42501" if refused else req.error
         fields = {
-            **_session_fields(session), "ref": record["seq"], "tags": tags,
+            **self._fields(session), "ref": record["seq"], "tags": tags,
             "rows": sum(counts) if counts else None, "error": error,
             "duration_ms": round((time.monotonic() - started) * 1000, 3),
             "masked": dict(masked) if isinstance(masked, Mapping) else {},
@@ -155,7 +170,7 @@ class AuditRecorder:
 
     def session_start(self, session: SessionInfo) -> None:
         record = self._write(session.upstream, rec.SESSION_START, {
-            **_session_fields(session), "client": session.client_addr, "tls": session.tls,
+            **self._fields(session), "client": session.client_addr, "tls": session.tls,
             "environment": session.database_environment,
         })
         _session_state(session).started = True
@@ -166,7 +181,7 @@ class AuditRecorder:
         if not _session_state(session).started:
             return
         record = self._write(session.upstream, rec.SESSION_END, {
-            **_session_fields(session), "statements": session.statements,
+            **self._fields(session), "statements": session.statements,
             "duration_s": round(duration_s, 3), "reason": reason,
         }, durable=False)
         if record is not None and self.lineage is not None:
@@ -179,17 +194,35 @@ class AuditRecorder:
         except AuditUnavailable:  # the login is refused anyway
             log.exception("audit: could not record a refused login of %r", user)
 
-    def event(self, type_: str, fields: Mapping[str, Any]) -> None:
-        """Other events (token changes, approvals) from the rest of rowgate."""
-        self._write("", type_, fields)
+    def event(self, type_: str, fields: Mapping[str, Any]) -> rec.Record | None:
+        """Other events (token changes, approvals) from the rest of rowgate, written to the
+        journal before this returns. None: not recorded (logged; ``audit.fail_closed`` is off);
+        with it on, AuditUnavailable."""
+        return self._write("", type_, fields)
 
     def policy_loaded(self, config: Config) -> None:
+        """What governs the sessions from now on: hashes to compare configurations by, and the
+        parts an auditor asks about first (who may see raw values, which rules decide)."""
+        masking = config.masking
         self._write("", rec.POLICY_CHANGE, {
-            "config_hash": hashlib.sha256(config.model_dump_json().encode()).hexdigest(),
-            "policy_hash": hashlib.sha256(config.policy.model_dump_json().encode()).hexdigest(),
+            "event": "loaded",
+            "config_hash": _digest(config.model_dump_json()),
+            "policy_hash": _digest(config.policy.model_dump_json()),
+            "masking_hash": _digest(masking.model_dump_json()),
+            "policy": {"mode": config.policy.mode, "default": config.policy.default,
+                       "rules": [r.id for r in config.policy.rules]},
+            "masking": {"enabled": masking.enabled, "rules": len(masking.rules),
+                        "unmask": [{"rule": i, "identities": list(r.identities), "groups": list(r.groups),
+                                    "principal_kinds": list(r.principal_kinds),
+                                    "environments": list(r.environments), "reason": r.reason}
+                                   for i, r in enumerate(masking.rules) if r.unmask]},
         })
 
     def close(self) -> None:
         if self.lineage is not None:
             self.lineage.close()
         self.writer.close()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -45,6 +45,6 @@ def build_recorder(config: Config) -> AuditRecorder | None:
         from rowgate.audit.lineage import LineageEmitter  # openlineage is imported only when used
 
         lineage = LineageEmitter(config.lineage, config)
-    recorder = AuditRecorder(writer, cfg, lineage)
+    recorder = AuditRecorder(writer, cfg, lineage, masking=config.masking)
     recorder.policy_loaded(config)
     return recorder

@@ -34,6 +34,10 @@ _SCHEMA = (
         PRIMARY KEY (replica, seq, tbl))""",
     """CREATE TABLE IF NOT EXISTS audit_columns (replica TEXT NOT NULL, seq BIGINT NOT NULL, ts TEXT NOT NULL,
         identity TEXT, col TEXT NOT NULL, clause TEXT NOT NULL, PRIMARY KEY (replica, seq, col, clause))""",
+    # records of sessions that saw raw values, with the reason (a table of its own rather than a
+    # column of audit_index: stores made before it get it by CREATE IF NOT EXISTS)
+    """CREATE TABLE IF NOT EXISTS audit_unmasked (replica TEXT NOT NULL, seq BIGINT NOT NULL,
+        reason TEXT NOT NULL, PRIMARY KEY (replica, seq))""",
     "CREATE INDEX IF NOT EXISTS audit_index_ts ON audit_index (ts)",
     "CREATE INDEX IF NOT EXISTS audit_index_identity ON audit_index (identity, ts)",
     "CREATE INDEX IF NOT EXISTS audit_index_ref ON audit_index (replica, ref)",
@@ -42,7 +46,15 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS audit_columns_col ON audit_columns (col)",
     "CREATE INDEX IF NOT EXISTS audit_columns_identity ON audit_columns (identity)",
 )
-_DERIVED = ("audit_index", "audit_tables", "audit_columns")
+_DERIVED = ("audit_index", "audit_tables", "audit_columns", "audit_unmasked")
+
+
+class StoreLocation(NamedTuple):
+    """How ``open_store`` opened a store: what another process needs to open it too."""
+
+    url: str | None
+    data_dir: Path | None
+    password: str | None
 
 
 class StoredRecord(NamedTuple):
@@ -63,6 +75,7 @@ class SearchFilter:
     until: str | None = None
     text: str | None = None
     types: tuple[str, ...] = ()
+    unmasked: bool = False  # only records of sessions that saw raw values
     limit: int | None = None
 
 
@@ -84,11 +97,11 @@ class _Sqlite:
     def __init__(self, path: Path) -> None:
         self.path = path
         # autocommit mode with explicit BEGIN/COMMIT; WAL + synchronous=NORMAL: a commit is a
-        # write() into the WAL (handed to the OS, survives a crash of the process) and the
-        # fsync is left to the writer's background thread (``AuditStore.sync``)
+        # write() into the WAL (survives a crash of the process) and is fsynced at checkpoints
+        # only: the store is rebuilt from the journal, which is the durable log
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        # written by the importer thread only (the journal is the durable log): WAL readers
-        # (`rowgate audit`) never block it
+        # written by the import process (and hourly by retention): WAL readers (`rowgate
+        # audit`) never block it
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=1000")
@@ -173,14 +186,16 @@ _INSERT_COLUMN = (
     "INSERT INTO audit_columns (replica, seq, ts, identity, col, clause) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING"
 )
+_INSERT_UNMASKED = "INSERT INTO audit_unmasked (replica, seq, reason) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 class AuditStore:
     """Thread-safe: one connection, one lock (the event loop appends, the writer's thread
     commits batches and syncs, the CLI reads)."""
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, location: StoreLocation | None = None) -> None:
         self._conn = conn
+        self.location = location
         self._lock = threading.Lock()
         with self._lock:
             for ddl in _SCHEMA:
@@ -200,6 +215,7 @@ class AuditStore:
         index: list[tuple[Any, ...]] = []
         tables: list[tuple[Any, ...]] = []
         columns: list[tuple[Any, ...]] = []
+        unmasked: list[tuple[Any, ...]] = []
         for item in batch:
             r = item.record
             key = (replica, item.seq)
@@ -211,6 +227,9 @@ class AuditStore:
             if r.get("type") == rec.STATEMENT:
                 tables.extend((*key, t) for t in sorted(rec.tables_of(r)))
                 columns.extend((*key, r.get("ts"), r.get("identity"), c, clause) for c, clause in rec.columns_of(r))
+            masking = r.get("masking")
+            if isinstance(masking, dict) and masking.get("unmasked") is True:
+                unmasked.append((*key, str(masking.get("reason") or "")))
         with self._lock:
             try:
                 self._conn.begin()
@@ -220,6 +239,8 @@ class AuditStore:
                     self._conn.run_many(_INSERT_TABLE, tables)
                 if columns:
                     self._conn.run_many(_INSERT_COLUMN, columns)
+                if unmasked:
+                    self._conn.run_many(_INSERT_UNMASKED, unmasked)
                 self._conn.commit()
             except Exception as e:
                 with contextlib.suppress(Exception):  # the connection itself is gone; the error says so
@@ -302,6 +323,8 @@ class AuditStore:
             where.append("EXISTS (SELECT 1 FROM audit_columns c WHERE c.replica = r.replica AND c.seq = r.seq "
                          "AND c.col = ?)")
             params.append(f.column)
+        if f.unmasked:
+            where.append("EXISTS (SELECT 1 FROM audit_unmasked u WHERE u.replica = r.replica AND u.seq = r.seq)")
         if f.text:
             where.append("b.body LIKE ?")
             params.append(f"%{f.text}%")
@@ -310,6 +333,16 @@ class AuditStore:
         if f.limit:
             sql += f" LIMIT {int(f.limit)}"
         return [{**json.loads(b), "hash": h} for b, h in self._query(sql, params)]
+
+    def records(self, replica: str, seqs: Sequence[int]) -> dict[int, rec.Record]:
+        """Records ``seqs`` of a replica, by seq."""
+        out: dict[int, rec.Record] = {}
+        for i in range(0, len(seqs), 500):
+            chunk = list(seqs[i:i + 500])
+            rows = self._query(f"SELECT seq, body FROM audit_records WHERE replica = ? "
+                               f"AND seq IN ({', '.join('?' * len(chunk))})", [replica, *chunk])
+            out.update((int(seq), json.loads(body)) for seq, body in rows)
+        return out
 
     def completions(self, replica: str, seqs: Sequence[int]) -> dict[int, rec.Record]:
         """The completion records of statement records ``seqs``, by statement seq."""
@@ -355,12 +388,12 @@ def open_store(url: str | None, data_dir: Path | None, password: str | None = No
         if url is not None:
             if not url.startswith(("postgresql://", "postgres://")):
                 raise ConfigError(f"audit.url: expected a postgresql:// URL, got {url.split(':', 1)[0]}:")
-            return AuditStore(_Postgres(url, password))
+            return AuditStore(_Postgres(url, password), StoreLocation(url, None, password))
         if data_dir is None:
             raise ConfigError("audit: no data_dir and no audit.url: there is nowhere to keep the audit log",
                               hint="set data_dir, or audit.url, or audit.enabled: false")
         data_dir.mkdir(parents=True, exist_ok=True)
-        return AuditStore(_Sqlite(data_dir / "audit.db"))
+        return AuditStore(_Sqlite(data_dir / "audit.db"), StoreLocation(None, data_dir, None))
     except (ConfigError, AuditUnavailable):
         raise
     except Exception as e:

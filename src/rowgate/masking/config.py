@@ -92,13 +92,34 @@ class MaskRule(_Model):
     reason: str = ""
     strategies: dict[PiiClass, Strategy] = {}
 
-    def matches(self, principal: Principal, environment: str) -> bool:
-        def any_glob(patterns: tuple[str, ...], values: tuple[str, ...]) -> bool:
-            return not patterns or any(fnmatch.fnmatchcase(v, p) for p in patterns for v in values)
+    @model_validator(mode="after")
+    def _reasoned(self) -> MaskRule:
+        # the reason is written into every audit record of the sessions it unmasks
+        if self.unmask and not self.reason.strip():
+            raise ValueError("a rule with 'unmask: true' needs a 'reason' (it is audited with every raw read)")
+        return self
 
-        return (any_glob(self.identities, (principal.name,)) and any_glob(self.groups, principal.groups)
-                and (not self.principal_kinds or principal.kind in self.principal_kinds)
-                and any_glob(self.environments, (environment,)))
+    def matches(self, principal: Principal, environment: str) -> bool:
+        return self.matched(principal, environment) is not None
+
+    def matched(self, principal: Principal, environment: str) -> dict[str, str] | None:
+        """None if the rule does not apply; else what it matched on, per criterion the rule
+        gives (e.g. ``{"group": "dpo", "environment": "production"}``), for the audit log."""
+        found: dict[str, str] = {}
+        for key, patterns, values in (("identity", self.identities, (principal.name,)),
+                                      ("group", self.groups, principal.groups),
+                                      ("environment", self.environments, (environment,))):
+            if not patterns:
+                continue
+            hit = next((v for v in values for p in patterns if fnmatch.fnmatchcase(v, p)), None)
+            if hit is None:
+                return None
+            found[key] = hit
+        if self.principal_kinds:
+            if principal.kind not in self.principal_kinds:
+                return None
+            found["kind"] = principal.kind
+        return found
 
 
 def _column_setting(v: Any) -> Any:
@@ -203,17 +224,47 @@ class MaskProfile:
         return self.strategy(c.cls, c.column)
 
 
-def masking_for(principal: Principal, environment: str, cfg: MaskingConfig) -> MaskProfile | None:
-    """None: this principal sees raw values (masking disabled, or an ``unmask`` rule matches)."""
+MASKING_DISABLED = "masking disabled"
+DEFAULTS = "defaults"
+
+
+@dataclass(frozen=True)
+class MaskingDecision:
+    """How a principal sees sensitive data and why: the profile the masking stage applies
+    (None: raw values) and what the audit log records in every record of the session."""
+
+    profile: MaskProfile | None
+    reason: str  # an unmask rule's reason, "masking disabled", a masking rule's reason, or "defaults"
+    rule: int | None = None  # index of the masking rule that decided (None: no rule did)
+    matched: Mapping[str, str] = field(default_factory=dict)  # what the rule matched on
+
+    @property
+    def unmasked(self) -> bool:
+        return self.profile is None
+
+    def audit_fields(self) -> dict[str, Any]:
+        return {"unmasked": self.unmasked, "reason": self.reason, "rule": self.rule, "matched": dict(self.matched)}
+
+
+def masking_decision(principal: Principal, environment: str, cfg: MaskingConfig) -> MaskingDecision:
+    """The first matching rule decides; with none, the default strategies apply."""
     if not cfg.enabled:
-        return None
+        return MaskingDecision(None, MASKING_DISABLED)
     strategies: dict[PiiClass, str] = {**DEFAULT_STRATEGIES, **cfg.strategies}
     for i, rule in enumerate(cfg.rules):
-        if rule.matches(principal, environment):
-            if rule.unmask:
-                return None
-            return MaskProfile({**strategies, **rule.strategies}, cfg, i)
-    return MaskProfile(strategies, cfg)
+        matched = rule.matched(principal, environment)
+        if matched is None:
+            continue
+        if rule.unmask:
+            return MaskingDecision(None, rule.reason, i, matched)
+        return MaskingDecision(MaskProfile({**strategies, **rule.strategies}, cfg, i), rule.reason or f"rule {i}",
+                               i, matched)
+    return MaskingDecision(MaskProfile(strategies, cfg), DEFAULTS)
+
+
+def masking_for(principal: Principal, environment: str, cfg: MaskingConfig) -> MaskProfile | None:
+    """None: this principal sees raw values (masking disabled, or an ``unmask`` rule matches)."""
+    return masking_decision(principal, environment, cfg).profile
 
 
 def load_key(cfg: MaskingConfig, data_dir: Path | None) -> bytes:

@@ -2,7 +2,10 @@
 (seen by polling the store's change counter, so within ``auth.revocation_poll``
 plus a poll), or a token or JWT past its deadline. The client gets a FATAL 28000
 (``CredentialEnded``) naming the reason, and a statement still running upstream is
-cancelled: closing the connection alone would not stop it before it next writes."""
+cancelled: closing the connection alone would not stop it before it next writes.
+
+The same poll brings token changes into the audit log (``rowgate.audit.tokens``): the CLI
+that makes them cannot write it."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from rowgate.audit.tokens import TokenAudit
 from rowgate.errors import CredentialEnded
 from rowgate.proxy import upstream
 
@@ -42,6 +46,7 @@ async def watch_credentials(server: ProxyServer) -> None:
     store = server.auth.store
     version: int | None = None
     live: set[str] = set()
+    tokens = TokenAudit(store, server.audit) if store is not None and server.audit is not None else None
     while True:
         await asyncio.sleep(server.config.auth.revocation_poll)
         if store is not None:
@@ -50,6 +55,8 @@ async def watch_credentials(server: ProxyServer) -> None:
                 if current != version:
                     live = await asyncio.to_thread(store.live_ids)
                     version = current
+                    if tokens is not None:
+                        tokens.changed()
             except Exception as e:  # a store outage must not stop the deadline checks below
                 log.error("cannot poll the token store for revocations: %s", e)
         now = time.time()
@@ -65,3 +72,9 @@ async def watch_credentials(server: ProxyServer) -> None:
                 when = datetime.fromtimestamp(login.deadline, UTC).isoformat(timespec="seconds")
                 _end(server, s, p.name, f'the {what} of identity "{p.name}" expired at {when}',
                      "log in again with a fresh credential")
+        # after the sessions: a long catch-up (the first start) must not delay ending them
+        if tokens is not None and tokens.due(now):
+            try:
+                await asyncio.to_thread(tokens.sync, now)
+            except Exception as e:  # tried again at the next poll; the sessions are watched meanwhile
+                log.error("audit: cannot record token changes yet: %s", e)
