@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 import psycopg
 import pytest
-from proxyutil import tool
-from wire_env import LeakChecker, MaskEnv
+from proxyutil import UpstreamDB, tool
+from wire_env import LeakChecker, MaskEnv, mask_env
 
 # (id, statements, expectation): "rows" must return rows (masked), "refused" must be
 # refused by the inference defence, "any" may be either (or fail in PostgreSQL)
@@ -170,6 +170,16 @@ async def _asyncpg(env: MaskEnv, identity: str, stmts: list[str]) -> None:
                 pass
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="module")
+def env(upstream: UpstreamDB, tmp_path_factory: pytest.TempPathFactory) -> MaskEnv:
+    return mask_env(upstream, tmp_path_factory.mktemp("masking"))
+
+
+@pytest.fixture(scope="module")
+def checker(env: MaskEnv) -> LeakChecker:
+    return LeakChecker(env.secrets)
 
 
 def test_corpus_size() -> None:

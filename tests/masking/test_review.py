@@ -8,13 +8,24 @@ import time
 
 import psycopg
 import pytest
-from wire_env import SHOP, LeakChecker, MaskEnv
+from proxyutil import UpstreamDB
+from wire_env import SHOP, LeakChecker, MaskEnv, mask_env
 
 from rowgate.masking.classes import PiiClass
 from rowgate.masking.detectors import scan_text
 from rowgate.masking.plan import plan_result
 from rowgate.pgwire.backend import FieldDescription
 from rowgate.sql.lineage import statement_lineage
+
+
+@pytest.fixture(scope="module")
+def env(upstream: UpstreamDB, tmp_path_factory: pytest.TempPathFactory) -> MaskEnv:
+    return mask_env(upstream, tmp_path_factory.mktemp("masking"))
+
+
+@pytest.fixture(scope="module")
+def checker(env: MaskEnv) -> LeakChecker:
+    return LeakChecker(env.secrets)
 
 
 def _received(env: MaskEnv, identity: str, *stmts: str) -> bytes:

@@ -9,7 +9,13 @@ import asyncio
 import asyncpg
 import psycopg
 import pytest
-from wire_env import MaskEnv
+from proxyutil import UpstreamDB
+from wire_env import MaskEnv, mask_env
+
+
+@pytest.fixture(scope="module")
+def env(upstream: UpstreamDB, tmp_path_factory: pytest.TempPathFactory) -> MaskEnv:
+    return mask_env(upstream, tmp_path_factory.mktemp("masking"))
 
 
 def _sensitive(env: MaskEnv, table: str) -> set[str]:

@@ -11,11 +11,17 @@ import time
 import asyncpg
 import psycopg
 import pytest
-from wire_env import SHOP, MaskEnv
+from proxyutil import UpstreamDB
+from wire_env import SHOP, MaskEnv, mask_env
 
 from rowgate.pgwire import backend as be
 from rowgate.pgwire import frontend as fe
 from rowgate.pgwire.framing import Framer
+
+
+@pytest.fixture(scope="module")
+def env(upstream: UpstreamDB, tmp_path_factory: pytest.TempPathFactory) -> MaskEnv:
+    return mask_env(upstream, tmp_path_factory.mktemp("masking"))
 
 
 def _raw(env: MaskEnv, sql: str) -> list[tuple[object, ...]]:
