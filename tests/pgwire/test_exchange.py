@@ -3,12 +3,17 @@ hand-built pipelines with errors, fed in the order the wire would carry them."""
 
 from __future__ import annotations
 
+import typing
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_pgwire_fixtures import SCENARIOS, frame_client, load
 
+from rowgate.errors import ProtocolViolation
 from rowgate.pgwire import backend as be
 from rowgate.pgwire import frontend as fe
-from rowgate.pgwire.exchange import Exchange, Request
+from rowgate.pgwire.exchange import Exchange, Request, _kind_and_name, _text
 from rowgate.pgwire.framing import Frame, Framer
 
 
@@ -185,3 +190,52 @@ def test_async_messages_belong_to_nothing() -> None:
     got = [ex.server(f) for f in frames(notice, be.ParameterStatus("TimeZone", "UTC").encode())]
     assert got == [None, None]
     assert ex._queue
+
+
+def _decoded_tag(payload: bytes) -> str:
+    return typing.cast(be.CommandComplete, be.decode_backend(ord("C"), payload)).tag
+
+
+def _decoded_text(payload: bytes) -> str:
+    return typing.cast(fe.Query, fe.decode_frontend(ord("Q"), payload)).sql
+
+
+def _decoded_kind_and_name(payload: bytes) -> tuple[str, str]:
+    msg = typing.cast(fe.Describe, fe.decode_frontend(ord("D"), payload))
+    return msg.kind, msg.name
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=24) | st.sampled_from([b"", b"\x00", b"SELECT 1\x00", b"SELECT\x001\x00", b"Sx\x00"]))
+def test_tags_texts_and_names_read_as_the_decoders_do(payload: bytes) -> None:
+    """The Exchange reads a CommandComplete's tag, a Query's text and a Describe's kind and
+    name without building the message: the same answer, or the same refusal."""
+    readers: list[tuple[typing.Callable[[bytes], object], typing.Callable[[bytes], object]]] = [
+        (be.command_tag, _decoded_tag),
+        (lambda p: _text(p, 0, "Query"), _decoded_text),
+        (_kind_and_name, _decoded_kind_and_name),
+    ]
+    for read, decode in readers:
+        try:
+            expected = decode(payload)
+        except ProtocolViolation:
+            with pytest.raises(ProtocolViolation):
+                read(payload)
+        else:
+            assert read(payload) == expected
+
+
+def test_columns_are_decoded_only_when_asked_for() -> None:
+    """Pairing never decodes a RowDescription or a Bind: a stage that asks for columns gets
+    them with the Bind's result formats, decoded then."""
+    ex = Exchange()
+    client = [fe.Parse("s", "SELECT a, b FROM t").encode(), fe.Describe("S", "s").encode(),
+              fe.Bind("", "s", (), (), (1,)).encode(), fe.Execute("").encode(), fe.Sync().encode()]
+    server = [be.ParseComplete().encode(), be.ParameterDescription(()).encode(), rows("a", "b"),
+              be.BindComplete().encode(), be.DataRow((b"\x00", b"\x01")).encode(), complete("SELECT 1"), ready()]
+    got = feed(ex, client, server)
+    execute = got[4]
+    assert execute is not None and execute.kind == "execute" and execute._columns is not None
+    assert execute._columns.value is None  # nothing decoded yet
+    assert execute.columns is not None and [(c.name, c.format) for c in execute.columns] == [("a", 1), ("b", 1)]
+    assert ex.statement_columns("s") is not None and [c.format for c in ex.statement_columns("s") or ()] == [0, 0]

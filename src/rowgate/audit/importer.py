@@ -2,15 +2,14 @@
 
 Idempotent by (replica, seq): it starts after the store's last record of the replica, so it
 resumes where it stopped after a restart or a ``kill -9``, and the CLI can run it too (to
-show records the proxy has not imported yet, or left behind when it died).
+show records the proxy has not imported yet, or left behind when it died). The proxy runs it
+in a process of its own (``import_process``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Iterable
 from pathlib import Path
 
 from rowgate.audit import journal
@@ -19,13 +18,11 @@ from rowgate.audit.store import AuditStore, StoredRecord
 
 log = logging.getLogger("rowgate.audit")
 
-MEMORY = 20_000  # records the writer hands over in memory; beyond that the importer reads the journal
 BATCH = 500  # small batches: fewer parsed records alive at once (the garbage collector scans them)
 
 
 class Importer:
-    """Not thread-safe: one thread runs ``run_once``; others read ``imported_seq``,
-    ``progress_at`` and ``error``."""
+    """Not thread-safe. Reads the journal from where the last pass stopped."""
 
     def __init__(self, store: AuditStore, directory: Path, replica: str) -> None:
         self._store = store
@@ -36,22 +33,6 @@ class Importer:
         self.progress_at = time.monotonic()  # the last pass that left the store caught up with the journal
         self.error: str | None = None  # why the last pass failed
         self._cursor: tuple[Path, int] | None = None  # (segment, offset) of the next line to read
-        # records the writer wrote, as it built them: importing them needs no reading and parsing
-        # of the journal; on a gap (it overflowed) the importer reads the journal itself
-        self._written: deque[StoredRecord] = deque(maxlen=MEMORY)
-
-    def written(self, records: Iterable[StoredRecord]) -> None:
-        """The writer's thread: these records are in the journal now."""
-        self._written.extend(records)
-
-    def _from_memory(self, limit: int) -> list[StoredRecord]:
-        queue = self._written
-        while queue and queue[0].seq <= self.imported_seq:
-            queue.popleft()
-        if not queue or queue[0].seq != self.imported_seq + 1:
-            return []
-        self._cursor = None  # the file position is stale now: found again if the journal is read
-        return [queue.popleft() for _ in range(min(limit, len(queue)))]
 
     def _start(self) -> tuple[Path, int] | None:
         """The segment that holds the record after the last imported one."""
@@ -69,6 +50,9 @@ class Importer:
                 if self._cursor is None:
                     return out
             path, offset = self._cursor
+            # listed before reading: the writer starts a segment only after finishing the one
+            # before, so once a later one exists, this one read to its end is all there is
+            later = [p for _, p in journal.segments(self._directory) if p.name > path.name]
             try:
                 for text, end in journal.read_lines(path, offset):
                     self._cursor = (path, end)
@@ -91,11 +75,8 @@ class Importer:
             except FileNotFoundError:  # pruned by retention meanwhile
                 self._cursor = None
                 continue
-            later = [p for first, p in journal.segments(self._directory) if p.name > path.name]
             if not later:
                 return out
-            # the writer starts a segment only after finishing the one before: read it to its end
-            # (above), then go on with the next
             self._cursor = (later[0], 0)
         return out
 
@@ -115,18 +96,13 @@ class Importer:
         try:
             while True:
                 cursor = self._cursor
-                in_memory = self._from_memory(BATCH)
-                batch = in_memory or self._read(BATCH)
+                batch = self._read(BATCH)
                 if batch:
                     try:
                         self._store.import_records(self.replica, batch)
                     except Exception:
                         if not self._imported_by_another(batch[-1].seq):
-                            # take them again next time, from where they came (never re-read a segment)
-                            if in_memory:
-                                self._written.extendleft(reversed(in_memory))
-                            else:
-                                self._cursor = cursor
+                            self._cursor = cursor  # read them again next time
                             raise
                     self.imported_seq = batch[-1].seq
                     total += len(batch)

@@ -13,6 +13,7 @@ _C = ord("C")
 
 class AuditStage:
     uses_exchange = True  # the session pairs every result with its request for us
+    replaces_results = False  # so the client gets results before the completion is recorded
     frontend_types: frozenset[int] = frozenset()
     backend_types = frozenset(b"C")
 

@@ -3,9 +3,10 @@
 ``append(durable=True)`` returns once the record (and every record before it) is written to
 the journal, i.e. handed to the OS; the gate calls it before a statement is forwarded.
 Records nothing waits for (completions, session ends) are chained at once and written with
-the next durable record, or by the sync thread. Two background threads: ``sync`` fsyncs the
-journal every ``fsync_interval`` (group commit) and writes time-based signed checkpoints;
-``import`` copies the journal into the store and applies retention.
+the next durable record, or by the sync thread. In the background: the ``sync`` thread fsyncs
+the journal every ``fsync_interval`` (group commit) and writes time-based signed checkpoints;
+a process of its own (``import_process``) copies the journal into the store; the ``retention``
+thread, when retention is configured, prunes old segments hourly.
 
 Fail closed: a record that cannot be written raises AuditUnavailable, and so does a strict
 durable append while the store is more than ``max_import_lag`` seconds or ``max_backlog``
@@ -28,9 +29,10 @@ from typing import Any
 
 from rowgate.audit import journal
 from rowgate.audit import records as rec
+from rowgate.audit.import_process import ImportProcess
 from rowgate.audit.importer import Importer
 from rowgate.audit.signing import Signer
-from rowgate.audit.store import AuditStore, StoredRecord
+from rowgate.audit.store import AuditStore
 from rowgate.errors import AuditUnavailable
 
 log = logging.getLogger("rowgate.audit")
@@ -117,9 +119,9 @@ class AuditWriter:
                 f"audit log unavailable: the journal of replica {replica} ends at record {self._seq} but the store "
                 f"has records up to {stored[0]}: the journal in {directory / replica} was truncated or removed",
                 hint="restore the journal, or give this proxy a new chain (audit.replica); run rowgate audit verify")
-        self.importer = Importer(store, directory / replica, replica)
+        # what fills the store: in-process until ``start`` hands it to a process of its own
+        self.importer: Importer | ImportProcess = Importer(store, directory / replica, replica)
         self._pending: list[bytes] = []  # lines chained but not written yet
-        self._made: list[StoredRecord] = []  # the same records, for the importer once written
         self._ts = self.journal.last_ts  # of the last record
         self._uncheckpointed = 0
         self._last_checkpoint = time.monotonic()
@@ -128,7 +130,15 @@ class AuditWriter:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> AuditWriter:
-        for name, target in (("sync", self._sync_loop), ("import", self._import_loop)):
+        location = self.store.location
+        if location is None:
+            raise ValueError("the audit store was not opened with open_store: no process can import into it")
+        self.importer = ImportProcess(location, self.journal.directory, self.replica, self._fsync_interval,
+                                      self.importer.imported_seq).start()
+        loops = [("sync", self._sync_loop)]
+        if self._retention is not None:
+            loops.append(("retention", self._retention_loop))
+        for name, target in loops:
             thread = threading.Thread(target=target, daemon=True, name=f"rowgate-audit-{name}")
             thread.start()
             self._threads.append(thread)
@@ -158,14 +168,15 @@ class AuditWriter:
         behind = self._seq - importer.imported_seq
         if behind <= 0:
             return
+        stalled = time.monotonic() - importer.progress_at
+        if behind <= self._max_backlog and stalled <= self._max_lag:
+            return
         why = f" ({importer.error})" if importer.error else ""
         if behind > self._max_backlog:
             raise AuditUnavailable(f"audit log unavailable: the audit store is {behind} records behind the "
                                    f"journal{why}")
-        stalled = time.monotonic() - importer.progress_at
-        if stalled > self._max_lag:
-            raise AuditUnavailable(f"audit log unavailable: the audit store has not accepted records for "
-                                   f"{stalled:.1f}s{why}")
+        raise AuditUnavailable(f"audit log unavailable: the audit store has not accepted records for "
+                               f"{stalled:.1f}s{why}")
 
     def _make(self, type_: str, fields: Mapping[str, Any]) -> rec.Record:
         self._seq += 1
@@ -178,7 +189,6 @@ class AuditWriter:
         body = rec.encode(record)
         record["hash"] = self._hash = hashlib.sha256(body).hexdigest()
         self._pending.append(rec.line(body, self._hash))
-        self._made.append(StoredRecord(self._seq, body.decode(), self._hash, record))
         self._uncheckpointed += 1
         return record
 
@@ -195,12 +205,9 @@ class AuditWriter:
             self._seq, self._hash = self._written
             self._uncheckpointed = max(0, self._uncheckpointed - len(pending))
             pending.clear()
-            self._made = []
             raise AuditUnavailable(f"audit log unavailable: cannot write the journal: {e.strerror or e}") from e
         self._written = (self._seq, self._hash)
         pending.clear()
-        self.importer.written(self._made)
-        self._made = []
         if self.journal.size >= self.journal.segment_bytes and (self._uncheckpointed == 0 or self._signer is None):
             self.journal.rotate()
 
@@ -241,20 +248,14 @@ class AuditWriter:
             except Exception:
                 log.exception("audit: background write or fsync failed")
 
-    def _import_loop(self) -> None:
-        last_retention: float | None = None
-        while not self._stop.wait(self._fsync_interval):
+    def _retention_loop(self) -> None:
+        wait = self._fsync_interval  # soon after the start, then hourly
+        while not self._stop.wait(wait):
+            wait = _RETENTION_EVERY
             try:
-                self.importer.run_once()
+                self.apply_retention()
             except Exception:
-                continue  # logged by the importer; statements are refused once it lags too long
-            if self._retention is not None and (last_retention is None
-                                                or time.monotonic() - last_retention >= _RETENTION_EVERY):
-                last_retention = time.monotonic()
-                try:
-                    self.apply_retention()
-                except Exception:
-                    log.exception("audit: retention failed")
+                log.exception("audit: retention failed")
 
     def apply_retention(self) -> int:
         """Remove the journal segments (and their records in the store) older than the
@@ -294,9 +295,15 @@ class AuditWriter:
             self.flush(checkpoint=True)
         except AuditUnavailable:
             log.exception("audit: final write failed")
-        try:
-            self.importer.run_once()
-        except Exception:
-            log.warning("audit: the store misses the last records; the next start (or rowgate audit) imports them")
+        importer = self.importer
+        if isinstance(importer, ImportProcess) and not importer.stop():
+            # its last pass failed or never came: try once more here
+            importer = Importer(self.store, self.journal.directory, self.replica)
+        if isinstance(importer, Importer):
+            try:
+                importer.run_once()
+            except Exception:
+                log.warning("audit: the store misses the last records; the next start (or rowgate audit) imports "
+                            "them")
         self.journal.close()
         self.store.close()

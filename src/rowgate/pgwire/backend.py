@@ -290,6 +290,14 @@ def _fields(r: Reader) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def command_tag(payload: bytes) -> str:
+    """A CommandComplete's tag, read without building the message (the audit log reads one
+    per statement)."""
+    if not payload or payload.find(b"\x00") != len(payload) - 1:
+        raise ProtocolViolation("invalid CommandComplete message: not one NUL-terminated tag")
+    return payload[:-1].decode("utf-8", "surrogateescape")
+
+
 def decode_backend(type_byte: int, payload: bytes) -> BackendMessage:
     t = chr(type_byte)
     r = Reader(payload, repr(t))

@@ -36,6 +36,13 @@ class Reader:
         self._pos += 4
         return int(v)
 
+    def int16s(self, n: int) -> tuple[int, ...]:
+        """``n`` int16s in one go (Bind's format codes come with every prepared execution)."""
+        self._need(2 * n)
+        v: tuple[int, ...] = struct.unpack_from(f"!{n}h", self._data, self._pos)
+        self._pos += 2 * n
+        return v
+
     def uint32(self) -> int:
         self._need(4)
         (v,) = _U32.unpack_from(self._data, self._pos)

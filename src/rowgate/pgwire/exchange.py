@@ -9,7 +9,9 @@ COPY FROM STDIN is ignored (no ReadyForQuery answers it).
 Stages that need the pairing (masking: which RowDescription a DataRow belongs to;
 audit: which statement a CommandComplete ends) share one ``Exchange`` per session.
 It never needs DataRow or CopyData to keep its state, so sessions whose rows nobody
-inspects keep the relay's fast path for them.
+inspects keep the relay's fast path for them; and it decodes only what it needs to pair
+(RowDescriptions and Binds wait until a stage asks for columns or parameters), since the
+audit log runs it for every statement of every session.
 """
 
 from __future__ import annotations
@@ -19,15 +21,44 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rowgate.errors import ProtocolViolation
 from rowgate.pgwire import backend as be
 from rowgate.pgwire import frontend as fe
 from rowgate.pgwire.framing import Frame
 
 Column = be.FieldDescription
 
-_Q, _P, _B, _D, _E, _C, _F, _S = (ord(c) for c in "QPBDECFS")
+_Q, _P, _B, _D, _E, _C, _F, _S = (ord(c) for c in "QPBDECFS")  # the E of ErrorResponse, C of CommandComplete too
 _COPY_DONE, _COPY_FAIL = ord("c"), ord("f")
+_T, _n, _I, _Z, _G = (ord(c) for c in "TnIZG")
+_PARSE_COMPLETE, _BIND_COMPLETE, _CLOSE_COMPLETE, _SUSPENDED = (ord(c) for c in "123s")
 _ROW_TYPES = frozenset(b"Dd")  # DataRow, CopyData: they never change the state
+_ASYNC = frozenset(b"NAS")  # notices, notifications and parameter changes come at any time
+_RESULT_START = frozenset(b"TDCIGHWE")  # the first message of a statement's result (simple Query)
+_KINDS = frozenset(b"SP")  # of Describe and Close
+
+
+@dataclass(slots=True)
+class _Columns:
+    """Result columns, computed when a stage first asks (the audit log never does): from a
+    RowDescription's payload, or from the statement's columns with a Bind's result formats."""
+
+    payload: bytes = b""
+    base: _Columns | None = None
+    bind: bytes = b""  # the Bind payload whose result formats apply to ``base``
+    value: tuple[Column, ...] | None = None
+
+    def get(self) -> tuple[Column, ...]:
+        if self.value is None:
+            if self.base is None:
+                msg = be.decode_backend(ord("T"), self.payload)
+                assert isinstance(msg, be.RowDescription)
+                self.value = msg.fields
+            else:
+                bind = fe.decode_frontend(_B, self.bind)
+                assert isinstance(bind, fe.Bind)
+                self.value = _with_formats(self.base.get(), bind.result_formats)
+        return self.value
 
 
 @dataclass(slots=True)
@@ -37,7 +68,6 @@ class Request:
     sql: str | None = None  # query: the message text; others: the prepared statement's text
     statement: str | None = None
     portal: str | None = None
-    columns: tuple[Column, ...] | None = None  # the RowDescription in effect for this request's rows
     statement_index: int = 0  # query: which of its statements the current results belong to
     bind: fe.Bind | None = None  # bind: decoded on first use (most sessions never look at parameters)
     injected: bool = False
@@ -48,6 +78,12 @@ class Request:
     describe_kind: str | None = None  # describe: 'S' or 'P'
     _advance: bool = False  # query: the next result starts the next statement
     _bind_payload: bytes = b""
+    _columns: _Columns | None = None
+
+    @property
+    def columns(self) -> tuple[Column, ...] | None:
+        """The RowDescription in effect for this request's rows."""
+        return self._columns.get() if self._columns is not None else None
 
     def _bind(self) -> fe.Bind | None:
         if self.bind is None and self._bind_payload:
@@ -71,21 +107,19 @@ class Request:
 @dataclass(slots=True)
 class _Prepared:
     sql: str
-    columns: tuple[Column, ...] | None = None  # from Describe statement: formats not yet chosen
+    columns: _Columns | None = None  # from Describe statement: formats not yet chosen
 
 
 @dataclass(slots=True)
 class _Portal:
     statement: str | None
     sql: str | None
-    columns: tuple[Column, ...] | None
+    columns: _Columns | None
     bind_payload: bytes  # of the Bind that created it, for its parameters
 
 
-def _with_formats(columns: tuple[Column, ...] | None, formats: tuple[int, ...]) -> tuple[Column, ...] | None:
+def _with_formats(columns: tuple[Column, ...], formats: tuple[int, ...]) -> tuple[Column, ...]:
     """Bind's result format codes: none means text, one applies to all, else one each."""
-    if columns is None:
-        return None
     if not formats:
         formats = (0,)
     if len(formats) == 1:
@@ -139,25 +173,27 @@ class Exchange:
                 return self._new("execute", portal=portal_name)
             return self._new("execute", portal=portal_name, sql=portal.sql, statement=portal.statement,
                              _bind_payload=portal.bind_payload)
-        msg = fe.decode_frontend(t, frame.payload)
-        if isinstance(msg, fe.Query):
-            return self._new("query", sql=msg.sql)
-        if isinstance(msg, fe.Parse):
+        if t == _Q:
+            return self._new("query", sql=_text(frame.payload, 0, "Query"))
+        if t == _D:
+            kind, name = _kind_and_name(frame.payload)
+            if kind == "S":
+                prepared = self._statements.get(name)
+                return self._new("describe", sql=prepared.sql if prepared else None, statement=name,
+                                 describe_kind="S")
+            portal = self._portals.get(name)
+            return self._new("describe", sql=portal.sql if portal else None, portal=name,
+                             statement=portal.statement if portal else None, describe_kind="P")
+        if t == _C:
+            kind, name = _kind_and_name(frame.payload)
+            return self._new("close", describe_kind=kind, statement=name if kind == "S" else None,
+                             portal=name if kind == "P" else None)
+        if t == _P:
+            msg = fe.decode_frontend(t, frame.payload)
+            assert isinstance(msg, fe.Parse)
             self._statements[msg.name] = _Prepared(msg.sql)
             return self._new("parse", sql=msg.sql, statement=msg.name)
-        if isinstance(msg, fe.Describe):
-            if msg.kind == "S":
-                prepared = self._statements.get(msg.name)
-                return self._new("describe", sql=prepared.sql if prepared else None, statement=msg.name,
-                                 describe_kind="S")
-            portal = self._portals.get(msg.name)
-            return self._new("describe", sql=portal.sql if portal else None, portal=msg.name,
-                             statement=portal.statement if portal else None, describe_kind="P")
-        if isinstance(msg, fe.Close):
-            return self._new("close", describe_kind=msg.kind,
-                             statement=msg.name if msg.kind == "S" else None,
-                             portal=msg.name if msg.kind == "P" else None)
-        if isinstance(msg, fe.FunctionCall):
+        if t == _F:
             return self._new("function")
         return None
 
@@ -185,7 +221,7 @@ class Exchange:
 
     def statement_columns(self, name: str) -> tuple[Column, ...] | None:
         prepared = self._statements.get(name)
-        return prepared.columns if prepared else None
+        return prepared.columns.get() if prepared is not None and prepared.columns is not None else None
 
     # --- server side ---------------------------------------------------------------
 
@@ -205,65 +241,59 @@ class Exchange:
     def server(self, frame: Frame) -> Request | None:
         """The request a backend message answers (None for asynchronous messages)."""
         req = self._queue[0] if self._queue else None
-        if frame.type in _ROW_TYPES and req is not None and not (
-            req._advance or (req.columns is None and req.kind == "execute")
+        t = frame.type
+        if t in _ROW_TYPES and req is not None and not (
+            req._advance or (req._columns is None and req.kind == "execute")
         ):
             self.current_server = req  # the hot path: a row of the result being read
             return req
         self.current_server = None
-        if req is None:
-            return None
-        t = chr(frame.type)
-        if t in "NAS":  # notices, notifications and parameter changes come at any time
+        if req is None or t in _ASYNC:
             return None
         self.current_server = req
-        if req.kind == "execute" and req.columns is None and (portal := self._portals.get(req.portal or "")):
-            req.columns = portal.columns
-        if req.kind == "query" and req._advance and t in "TDCIGHWE":
+        kind = req.kind
+        if kind == "execute" and req._columns is None and (portal := self._portals.get(req.portal or "")):
+            req._columns = portal.columns
+        elif kind == "query" and req._advance and t in _RESULT_START:
             req._advance = False
             req.statement_index += 1
-            req.columns = None
-        if t == "1":
-            self._finish(req)
-        elif t == "2":
-            prepared = self._statements.get(req.statement or "")
-            portal = self._portals.get(req.portal or "")
-            if portal is not None and prepared is not None and prepared.columns is not None:
-                bind = req._bind()
-                portal.columns = _with_formats(prepared.columns, bind.result_formats if bind else ())
-            self._finish(req)
-        elif t == "3":
-            if req.describe_kind == "S":
-                self._statements.pop(req.statement or "", None)
+            req._columns = None
+        if t in (_C, _I):
+            req.tag = be.command_tag(frame.payload) if t == _C else None
+            if kind == "query":
+                req._advance = True
             else:
-                self._portals.pop(req.portal or "", None)
+                self._finish(req)
+        elif t == _Z:
+            self._copy_in = False
             self._finish(req)
-        elif t == "T" or t == "n":
-            columns = self._row_description(frame) if t == "T" else None
-            if req.kind == "describe":
-                req.columns = columns
+        elif t in (_T, _n):
+            columns = _Columns(frame.payload) if t == _T else None
+            req._columns = columns
+            if kind == "describe":
                 if req.describe_kind == "S":
                     if (prepared := self._statements.get(req.statement or "")) is not None:
                         prepared.columns = columns
                 elif (portal := self._portals.get(req.portal or "")) is not None:
                     portal.columns = columns
                 self._finish(req)
-            else:
-                req.columns = columns
-        elif t in "CI":
-            req.tag = self._tag(frame) if t == "C" else None
-            if req.kind == "query":
-                req._advance = True
-            else:
-                self._finish(req)
-        elif t == "s":
+        elif t == _BIND_COMPLETE:
+            prepared = self._statements.get(req.statement or "")
+            portal = self._portals.get(req.portal or "")
+            if portal is not None and prepared is not None and prepared.columns is not None:
+                portal.columns = _Columns(base=prepared.columns, bind=req._bind_payload)
             self._finish(req)
-        elif t == "E":
+        elif t in (_PARSE_COMPLETE, _SUSPENDED):
+            self._finish(req)
+        elif t == _CLOSE_COMPLETE:
+            if req.describe_kind == "S":
+                self._statements.pop(req.statement or "", None)
+            else:
+                self._portals.pop(req.portal or "", None)
+            self._finish(req)
+        elif t == _E:
             self._error(req, frame)
-        elif t == "Z":
-            self._copy_in = False
-            self._finish(req)
-        elif t == "G":
+        elif t == _G:
             self._copy_in = True
         return req
 
@@ -279,14 +309,16 @@ class Exchange:
         self._finish(req)
         self._skip_to_sync()
 
-    @staticmethod
-    def _tag(frame: Frame) -> str:
-        msg = be.decode_backend(frame.type, frame.payload)
-        assert isinstance(msg, be.CommandComplete)
-        return msg.tag
 
-    @staticmethod
-    def _row_description(frame: Frame) -> tuple[Column, ...]:
-        msg = be.decode_backend(frame.type, frame.payload)
-        assert isinstance(msg, be.RowDescription)
-        return msg.fields
+def _text(payload: bytes, start: int, what: str) -> str:
+    """The one NUL-terminated string a message's payload ends with, from ``start``."""
+    if payload.find(b"\x00", start) != len(payload) - 1 or len(payload) <= start:
+        raise ProtocolViolation(f"invalid {what} message: not one NUL-terminated string")
+    return payload[start:-1].decode("utf-8", "surrogateescape")
+
+
+def _kind_and_name(payload: bytes) -> tuple[str, str]:
+    """Describe's or Close's kind and name, read without building the message."""
+    if not payload or payload[0] not in _KINDS:
+        raise ProtocolViolation("invalid Describe or Close message: kind must be 'S' or 'P'")
+    return chr(payload[0]), _text(payload, 1, "Describe or Close")

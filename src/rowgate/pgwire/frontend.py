@@ -3,6 +3,7 @@ round trips: ``decode_frontend(t, payload).encode() == frame(t, payload)``."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -270,7 +271,66 @@ def _describe_kind(r: Reader, what: str) -> str:
     return chr(k)
 
 
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
+_B = ord("B")
+
+
+def _bad_bind(why: str) -> ProtocolViolation:
+    return ProtocolViolation(f"invalid 'B' message: {why}")
+
+
+def _int16s(payload: bytes, pos: int) -> tuple[tuple[int, ...], int]:
+    """A count, then that many int16s: (them, the position after them)."""
+    (n,) = _I16.unpack_from(payload, pos)
+    pos += 2
+    if n < 0 or 2 * n > len(payload) - pos:
+        raise _bad_bind(f"bad item count {n}")
+    values: tuple[int, ...] = struct.unpack_from(f"!{n}h", payload, pos)
+    return values, pos + 2 * n
+
+
+def _decode_bind(payload: bytes) -> Bind:
+    """Bind comes with every prepared execution (and the audit log reads its parameters):
+    read with slices and one struct call per field group instead of a Reader call per
+    field, with the same checks."""
+    first = payload.find(b"\x00")
+    second = payload.find(b"\x00", first + 1) if first >= 0 else -1
+    if second < 0:
+        raise _bad_bind("unterminated string")
+    size, pos = len(payload), second + 1
+    params: list[bytes | None] = []
+    try:
+        param_formats, pos = _int16s(payload, pos)
+        (n,) = _I16.unpack_from(payload, pos)
+        pos += 2
+        if n < 0 or 4 * n > size - pos:
+            raise _bad_bind(f"bad item count {n}")
+        for _ in range(n):
+            (length,) = _I32.unpack_from(payload, pos)
+            pos += 4
+            if length == -1:
+                params.append(None)
+                continue
+            if length < -1:
+                raise _bad_bind(f"negative length {length}")
+            if pos + length > size:
+                raise _bad_bind("truncated payload")
+            params.append(payload[pos : pos + length])
+            pos += length
+        result_formats, pos = _int16s(payload, pos)
+    except struct.error:
+        raise _bad_bind("truncated payload") from None
+    if pos != size:
+        raise _bad_bind(f"{size - pos} trailing bytes")
+    return Bind(payload[:first].decode("utf-8", "surrogateescape"),
+                payload[first + 1 : second].decode("utf-8", "surrogateescape"),
+                param_formats, tuple(params), result_formats)
+
+
 def decode_frontend(type_byte: int, payload: bytes) -> FrontendMessage:
+    if type_byte == _B:
+        return _decode_bind(payload)
     t = chr(type_byte)
     r = Reader(payload, repr(t))
     msg: FrontendMessage
@@ -280,12 +340,6 @@ def decode_frontend(type_byte: int, payload: bytes) -> FrontendMessage:
         name, sql = r.cstring(), r.cstring()
         n = r.count(4)
         msg = Parse(name, sql, tuple(r.uint32() for _ in range(n)))
-    elif t == "B":
-        portal, stmt = r.cstring(), r.cstring()
-        pf = tuple(r.int16() for _ in range(r.count(2)))
-        params = tuple(r.nullable() for _ in range(r.count(4)))
-        rf = tuple(r.int16() for _ in range(r.count(2)))
-        msg = Bind(portal, stmt, pf, params, rf)
     elif t == "D":
         msg = Describe(_describe_kind(r, "Describe"), r.cstring())
     elif t == "C":
@@ -306,7 +360,7 @@ def decode_frontend(type_byte: int, payload: bytes) -> FrontendMessage:
         msg = CopyFail(r.cstring())
     elif t == "F":
         oid = r.uint32()
-        af = tuple(r.int16() for _ in range(r.count(2)))
+        af = r.int16s(r.count(2))
         args = tuple(r.nullable() for _ in range(r.count(4)))
         msg = FunctionCall(oid, af, args, r.int16())
     elif t == "p":

@@ -69,9 +69,11 @@ class Action:
 
 class Stage(Protocol):
     """A stage may also set ``uses_exchange = True`` (class attribute): the pipeline then
-    keeps ``SessionInfo.exchange`` up to date before the stage sees a message; and
+    keeps ``SessionInfo.exchange`` up to date before the stage sees a message;
     ``takes_batches = True``: its ``on_backend`` then gets the DataRows read together as
-    one ``Batch`` (returning the bytes of all of them), other stages get them one by one."""
+    one ``Batch`` (returning the bytes of all of them), other stages get them one by one;
+    and ``replaces_results = False``: its ``on_backend`` only looks (always returns None),
+    so the relay may forward results before the stage sees them."""
 
     frontend_types: frozenset[int]  # client message type bytes this stage inspects
     backend_types: frozenset[int]  # result message type bytes this stage inspects
@@ -91,6 +93,10 @@ class Pipeline:
         extra_back = Exchange.BACKEND_TYPES if self.uses_exchange else frozenset()
         self.frontend_types = frozenset().union(extra_front, *(s.frontend_types for s in self.stages))
         self.backend_types = frozenset().union(extra_back, *(s.backend_types for s in self.stages))
+        # no stage replaces the result messages it asked for (types a stage ``watch``es for a
+        # while are not covered: the relay hands those over before forwarding)
+        self.backend_looks_only = not any(s.backend_types and getattr(s, "replaces_results", True)
+                                          for s in self.stages)
 
     def _exchange(self, session: SessionInfo) -> Exchange | None:
         if self.uses_exchange and session.exchange is None:

@@ -7,8 +7,8 @@ own: when one side's write buffer fills, reading from the other side pauses.
 
 The framer (``Framer.split``) cuts what was read into runs of bytes that go on
 untouched and whole messages of the few types the session tracks or some stage asked
-for; with no stage hooked the bytes read are forwarded as they are, in the batches they
-arrived in.
+for. Whatever no stage replaced is forwarded as it was read, in the batch it arrived in,
+with one write: a write per message costs a system call's worth of work in the transport.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class Relay:
         self._front_hooked = pipeline.frontend_types
         self._front_wanted = TRACKED_FRONTEND | pipeline.frontend_types
         self._back_hooked = pipeline.backend_types
+        self._back_looks_only = pipeline.backend_looks_only
 
     async def run(self, client_backlog: list[Frame], client_bytes: bytes, upstream_bytes: bytes) -> None:
         """Relay until either side closes or ``finish`` is called; raise what ended it."""
@@ -129,23 +130,25 @@ class Relay:
         framer = s.framer
         held_before = framer.pending
         parts = framer.split(data, self._front_wanted)
-        hooked = self._front_hooked
-        if not hooked:
+        whole = held_before == 0 and framer.pending == 0  # ``data`` is whole messages
+        if not self._front_hooked:
             bye = s.track_frontend(parts)
-            if held_before == 0 and framer.pending == 0:
+            if whole:
                 self.upstream.write(data)  # the common case: every byte read goes on as it is
             else:
                 self.upstream.writelines(raw_bytes(parts))
             if bye:
                 self.finish(None)
             return
-        self._client_parts(parts)
+        self._client_parts(parts, data if whole else None)
 
-    def _client_parts(self, parts: list[bytes | Frame]) -> None:
+    def _client_parts(self, parts: list[bytes | Frame], data: bytes | None = None) -> None:
+        """``data``: the bytes ``parts`` were cut from, if they are whole messages (written as
+        they are when no stage replaced any)."""
         s = self.session
         hooked = self._front_hooked
         out: list[bytes] = []
-        bye = False
+        bye = replaced = False
         for part in parts:
             if type(part) is bytes:
                 out.append(part)
@@ -157,15 +160,19 @@ class Relay:
                 except Exception as e:
                     raise self._stage_failed(self.upstream, out, "check a statement, so it was refused") from e
                 if action is not None:
+                    replaced = True
                     if action.to_upstream:
                         out.append(action.to_upstream)
                     s.track_frontend([part])  # a replacement answers like the message it replaces
                     continue
             out.append(part.raw)
             if s.track_frontend([part]):
-                bye = True
+                bye = True  # nothing after a Terminate goes on
                 break
-        self.upstream.writelines(out)
+        if data is not None and not (replaced or bye):
+            self.upstream.write(data)
+        else:
+            self.upstream.writelines(out)
         if bye:
             self.finish(None)
 
@@ -191,11 +198,27 @@ class Relay:
                 self.client.write(data)
             else:
                 self.client.writelines(raw_bytes(parts))
+        elif self._back_looks_only and not watched:
+            # the stages only look (the audit log): the client gets the results first, and their
+            # work (pairing, the completion record) runs while it reads them
+            parts = framer.split(data, TRACKED_BACKEND | hooked, BATCHED & hooked)
+            s.track_backend(parts)
+            if held_before == 0 and framer.pending == 0:
+                self.client.write(data)
+            else:
+                self.client.writelines(raw_bytes(parts))
+            for part in parts:
+                if isinstance(part, Frame) and part.type in hooked:
+                    try:
+                        self._pipeline.backend(s.info, part)
+                    except Exception as e:
+                        raise self._stage_failed(self.client, [], "process a result message") from e
         else:
             # rows come in batches (one pipeline call per run of DataRows read together)
             parts = framer.split(data, TRACKED_BACKEND | hooked, BATCHED & hooked)
             s.track_backend(parts)
             out: list[bytes] = []
+            changed = False
             for part in parts:
                 if not isinstance(part, Frame):
                     out.append(part)
@@ -204,10 +227,17 @@ class Relay:
                         replaced = self._pipeline.backend(s.info, part)
                     except Exception as e:
                         raise self._stage_failed(self.client, out, "process a result message") from e
-                    out.append(part.raw if replaced is None else replaced)
+                    if replaced is None:
+                        out.append(part.raw)
+                    else:
+                        out.append(replaced)
+                        changed = True
                 else:
                     out.append(part.raw)
-            self.client.writelines(out)
+            if held_before == 0 and framer.pending == 0 and not changed:
+                self.client.write(data)
+            else:
+                self.client.writelines(out)
         if s.info.pending == 0 and s.draining and framer.at_boundary:
             s.terminate(s.server.shutdown_error())
 
