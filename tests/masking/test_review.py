@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -146,20 +147,22 @@ def test_errors_of_class_42_do_not_echo_values(env: MaskEnv, sql: str) -> None:
 
 
 def test_first_read_of_a_new_table_is_masked(env: MaskEnv, checker: LeakChecker) -> None:
+    table = f"review_unseen_{uuid.uuid4().hex[:8]}"  # a name no catalog read has seen
     with env.direct() as direct:
-        direct.execute("DROP TABLE IF EXISTS review_unseen")
-        direct.execute("CREATE TABLE review_unseen AS SELECT id, full_name AS a, street_address AS b "
+        direct.execute(f"CREATE TABLE {table} AS SELECT id, full_name AS a, street_address AS b "
                        "FROM customers WHERE id <= 50")
     # refused until classified, then masked: no attempt may show a name or an address
     deadline = time.monotonic() + 60
     while True:
-        got = _received(env, "agent", "SELECT a, b FROM review_unseen")
+        got = _received(env, "agent", f"SELECT a, b FROM {table}")
         assert checker.leaks(got) == []
         if b"not classified" not in got:
             break
         assert time.monotonic() < deadline, "the new table was never classified"
         time.sleep(0.5)
     assert got.count(b"D\x00") >= 50  # its 50 rows arrived, masked
+    with env.direct() as direct:
+        direct.execute(f"DROP TABLE {table}")
 
 
 def test_catalog_views_and_temporary_tables_stay_usable(env: MaskEnv) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import uuid
 
 import asyncpg
 import psycopg
@@ -144,32 +145,34 @@ def test_execute_without_describe_is_described_by_rowgate(env: MaskEnv) -> None:
 
 
 def test_new_tables_are_classified_without_restart(env: MaskEnv) -> None:
+    table = f"fresh_contacts_{uuid.uuid4().hex[:8]}"  # a name no catalog read has seen
     with env.direct() as direct:
-        direct.execute("DROP TABLE IF EXISTS fresh_contacts")
-        direct.execute("CREATE TABLE fresh_contacts AS SELECT id, email AS mail, full_name AS who FROM customers "
+        direct.execute(f"CREATE TABLE {table} AS SELECT id, email AS mail, full_name AS who FROM customers "
                        "WHERE id <= 100")
-        raw = {r[0] for r in direct.execute("SELECT mail FROM fresh_contacts").fetchall()}
+        raw = {r[0] for r in direct.execute(f"SELECT mail FROM {table}").fetchall()}
     stage = env.proxy.server.masking
     assert stage is not None
     with psycopg.connect(env.dsn("alice"), autocommit=True) as conn:
         # until the catalog knows the table, reading it is refused (the content scanner alone
         # would miss the names), and the refusal says to come back
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
-            conn.execute("SELECT who FROM fresh_contacts")
-        assert "not classified public.fresh_contacts" in str(refused.value)
+            conn.execute(f"SELECT who FROM {table}")
+        assert f"not classified public.{table}" in str(refused.value)
         assert refused.value.diag.message_hint == "try again in a few seconds"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             classification = stage.catalogs.upstream(SHOP).classification
-            if classification is not None and classification.column("public.fresh_contacts.mail") is not None:
+            if classification is not None and classification.column(f"public.{table}.mail") is not None:
                 break
             time.sleep(0.2)
         else:
             pytest.fail("the new table was not classified")
-        got = {r[0] for r in conn.execute("SELECT mail FROM fresh_contacts").fetchall()}
+        got = {r[0] for r in conn.execute(f"SELECT mail FROM {table}").fetchall()}
         assert not got & raw and all(g.endswith("@pseudo.invalid") for g in got)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT id FROM fresh_contacts WHERE mail LIKE 'a%'")
+            conn.execute(f"SELECT id FROM {table} WHERE mail LIKE 'a%'")
+    with env.direct() as direct:
+        direct.execute(f"DROP TABLE {table}")
 
 
 def test_unmasked_sessions_keep_the_fast_path(env: MaskEnv) -> None:
