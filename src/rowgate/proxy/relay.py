@@ -191,32 +191,28 @@ class Relay:
         watched = s.info.watched_backend
         hooked = self._back_hooked | watched if watched else self._back_hooked
         held_before = framer.pending
-        if not hooked:
-            parts = framer.split(data, TRACKED_BACKEND)
-            s.track_backend(parts)
-            if held_before == 0 and framer.pending == 0:
-                self.client.write(data)
-            else:
-                self.client.writelines(raw_bytes(parts))
-        elif self._back_looks_only and not watched:
-            # the stages only look (the audit log): the client gets the results first, and their
-            # work (pairing, the completion record) runs while it reads them
-            parts = framer.split(data, TRACKED_BACKEND | hooked, BATCHED & hooked)
-            s.track_backend(parts)
-            if held_before == 0 and framer.pending == 0:
-                self.client.write(data)
-            else:
-                self.client.writelines(raw_bytes(parts))
-            for part in parts:
-                if isinstance(part, Frame) and part.type in hooked:
-                    try:
-                        self._pipeline.backend(s.info, part)
-                    except Exception as e:
-                        raise self._stage_failed(self.client, [], "process a result message") from e
-        else:
+        if hooked:
             # rows come in batches (one pipeline call per run of DataRows read together)
             parts = framer.split(data, TRACKED_BACKEND | hooked, BATCHED & hooked)
-            s.track_backend(parts)
+        else:
+            parts = framer.split(data, TRACKED_BACKEND)
+        s.track_backend(parts)
+        whole = held_before == 0 and framer.pending == 0  # ``data`` is whole messages
+        if not hooked or (self._back_looks_only and not watched):
+            if whole:
+                self.client.write(data)
+            else:
+                self.client.writelines(raw_bytes(parts))
+            if hooked:
+                # the stages only look (the audit log): the client gets the results first, and
+                # their work (pairing, the completion record) runs while it reads them
+                for part in parts:
+                    if isinstance(part, Frame) and part.type in hooked:
+                        try:
+                            self._pipeline.backend(s.info, part)
+                        except Exception as e:
+                            raise self._stage_failed(self.client, [], "process a result message") from e
+        else:
             out: list[bytes] = []
             changed = False
             for part in parts:
@@ -234,7 +230,7 @@ class Relay:
                         changed = True
                 else:
                     out.append(part.raw)
-            if held_before == 0 and framer.pending == 0 and not changed:
+            if whole and not changed:
                 self.client.write(data)
             else:
                 self.client.writelines(out)
