@@ -165,6 +165,40 @@ def test_first_read_of_a_new_table_is_masked(env: MaskEnv, checker: LeakChecker)
         direct.execute(f"DROP TABLE {table}")
 
 
+def test_a_new_relation_stays_refused_while_its_classification_is_made(
+    env: MaskEnv, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The catalog read a new relation asks for must not count as done before its
+    classification is published: statements in between would be planned on the old one,
+    where the new relation's columns are unknown (names and addresses then reach the client)."""
+    from rowgate.proxy import masking_catalogs
+
+    assert env.proxy.server.masking is not None
+    catalogs = env.proxy.server.masking.catalogs
+    table = f"review_race_{uuid.uuid4().hex[:8]}"
+    relation = f"public.{table}"
+    with env.direct() as direct:
+        direct.execute(f"CREATE TABLE {table} AS SELECT id, full_name AS a FROM customers WHERE id <= 5")
+    during: list[bool] = []
+    classify = masking_catalogs.classify_catalog
+
+    def observed(*args: object, **kwargs: object) -> object:
+        during.append(catalogs.read_since_named(SHOP, relation))
+        time.sleep(0.2)  # a slow classification widens the window
+        during.append(catalogs.read_since_named(SHOP, relation))
+        return classify(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(masking_catalogs, "classify_catalog", observed)
+    assert not catalogs.read_since_named(SHOP, relation)  # first named: a read is asked for
+    deadline = time.monotonic() + 60
+    while not catalogs.read_since_named(SHOP, relation):
+        assert time.monotonic() < deadline, "the new relation was never classified"
+        time.sleep(0.05)
+    assert during[:2] == [False, False]
+    with env.direct() as direct:
+        direct.execute(f"DROP TABLE {table}")
+
+
 def test_catalog_views_and_temporary_tables_stay_usable(env: MaskEnv) -> None:
     """Refusing the first read of a relation the catalog does not know must not lock masked
     identities out of PostgreSQL's own views, nor of their temporary tables for good."""

@@ -127,11 +127,16 @@ class MaskingCatalogs:
 
     def _refresh(self, name: str, state: UpstreamMasking, force: bool) -> None:
         info = conninfo(self._config.upstreams[name])
+        # what existed when the read began is in what it finds: ``read_since_named`` compares a
+        # relation's first mention with this, so it is taken before, and published only with
+        # the classification that covers it (publishing it earlier let a statement through
+        # against the old classification while the new one was still being made)
+        started = time.monotonic()
         try:
             with psycopg.connect(info, autocommit=True) as conn:
                 fingerprint = schema_fingerprint(conn)
-            state.loaded_at = time.monotonic()
             if fingerprint == state.fingerprint and state.classification is not None and not force:
+                state.loaded_at = started
                 return
             catalog = read_catalog(info, self._cfg.sample_rows)
             classification = classify_catalog(catalog, self._cfg)
@@ -139,5 +144,5 @@ class MaskingCatalogs:
             log.exception("masking: cannot read the catalog of upstream %s (will retry)", name)
             return
         # a new object: readers on the event loop see the old or the new pair, never a mix
-        self._state[name] = UpstreamMasking(catalog, classification, fingerprint, state.loaded_at)
+        self._state[name] = UpstreamMasking(catalog, classification, fingerprint, started)
         log.info("masking: classified upstream %s: %d sensitive columns", name, len(classification.sensitive()))
