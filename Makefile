@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck bench bench-masking clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/rowgate/masking/_rowmask.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -45,4 +45,5 @@ bench-masking: $(STAMP)
 	$(BIN)/python bench/masking_bench.py
 
 clean:
-	rm -rf $(VENV) .rowgate-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .rowgate-demo .pytest_cache .mypy_cache .ruff_cache build
+	find src -name '*.so' -delete

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from typing import Literal
 
 from rowgate.errors import MaskingError
 from rowgate.masking.classes import CustomDetector, PiiClass
+from rowgate.masking.strategies import STRETCH_AFTER, LabelledPseudonym
 from rowgate.masking.typed import (
     DATE,
     JSON,
@@ -38,6 +40,16 @@ from rowgate.masking.typed import (
 )
 from rowgate.masking.typed import ValueMasker as ValueMasker  # re-exported: copyrows takes one too
 from rowgate.pgwire.backend import FieldDescription
+
+try:
+    from rowgate.masking import _rowmask
+except ImportError:  # built without a C compiler or OpenSSL headers: the Python loop below
+    _rowmask = None  # type: ignore[assignment]
+
+# whether RowRewriter runs its compiled loop (``_rowmask.c``) by default; ROWGATE_PURE_PYTHON=1
+# turns it off (both give the same bytes: tests/masking/test_compiled_rows.py)
+BUILT = _rowmask is not None
+COMPILED = BUILT and os.environ.get("ROWGATE_PURE_PYTHON", "") in ("", "0")
 
 # per output column: None passes (still under the content backstop), "scan" masks what
 # the content detectors find, (class, strategy) masks the whole value
@@ -212,6 +224,7 @@ _D = ord("D")
 # how a column's values are treated: passed, replaced by a constant, mapped by a function
 # whose results are cached, or by one whose are not (they did not repeat)
 _PASS, _CONSTANT, _CACHED, _UNCACHED = 0, 1, 2, 3
+_LABEL = 4  # the compiled loop only: a label pseudonym, HMAC-SHA256 in C
 # (index, treatment, constant (with its length), its length, the cache, the function)
 _Column = tuple[int, int, bytes, int, dict[bytes, object], ValueFn]
 
@@ -231,7 +244,7 @@ def _always(constant: bytes | None) -> ValueFn:
 class RowRewriter:
     """The compiled plan of one result: ``rewrite`` its DataRows, many at a time."""
 
-    __slots__ = ("_cols", "_constants", "_n", "_rows", "counts", "fns", "names")
+    __slots__ = ("_cols", "_compiled", "_constants", "_n", "_rows", "counts", "fns", "names")
 
     def __init__(
         self,
@@ -241,6 +254,7 @@ class RowRewriter:
         *,
         backstop: bool = True,
         counts: dict[str, int] | None = None,
+        compiled: bool | None = None,
     ) -> None:
         if len(columns) != len(treatments):
             raise MaskingError("the masking plan does not match the result's columns")
@@ -268,6 +282,7 @@ class RowRewriter:
         self._n = len(self._cols)
         self._constants = tuple(c[0] for c in self._cols if c[1] == _CONSTANT)
         self._rows = 0
+        self._compiled = _compile(self._cols) if (COMPILED if compiled is None else compiled) else None
 
     @property
     def passes(self) -> bool:
@@ -277,6 +292,8 @@ class RowRewriter:
     def rewrite(self, data: bytes) -> bytes | None:
         """``data``, one or more whole DataRows of this result, with their values masked;
         None when no byte changed. What does not change is never copied."""
+        if self._compiled is not None:
+            return self._rewrite_compiled(self._compiled, data)
         cols, ncols, n = self._cols, self._n, len(data)
         unpack, header, pack = _I32.unpack_from, _ROW_HEADER.unpack_from, _I32.pack
         pieces: list[bytes] = []
@@ -359,18 +376,21 @@ class RowRewriter:
             raise _malformed() from e
         except UnicodeDecodeError as e:
             raise not_utf8() from e
-        finally:
-            self._rows += rows
-            for i in self._constants:
-                masked[i] = rows - empty[i]
-            counts = self.counts
-            for i, k in enumerate(masked):
-                if k:
-                    counts[self.names[i]] = counts.get(self.names[i], 0) + k
+        for i in self._constants:
+            masked[i] = rows - empty[i]
+        self._count(rows, masked)
         if not pieces:
             return None
         pieces.append(data[last:])
         return b"".join(pieces)
+
+    def _count(self, rows: int, masked: Sequence[int]) -> None:
+        """What a batch that is sent adds up to (a refused one is never sent)."""
+        self._rows += rows
+        counts = self.counts
+        for name, k in zip(self.names, masked, strict=True):
+            if k:
+                counts[name] = counts.get(name, 0) + k
 
     def _cache_full(self, i: int, rows: int) -> None:
         """Column i's cache is full: start afresh, or stop caching when it filled about as fast
@@ -379,3 +399,32 @@ class RowRewriter:
         cache.clear()
         if rows < _CACHE_LIMIT * 9 // 8:  # fewer than one value in nine was seen before
             self._cols[i] = (index, _UNCACHED, constant, constant_size, cache, fn)
+
+    def _rewrite_compiled(self, compiled: _rowmask.Rewriter, data: bytes) -> bytes | None:
+        try:
+            out, rows, masked = compiled.rewrite(data)
+        except _rowmask.Malformed as e:
+            raise MaskingError(str(e)) from None
+        except UnicodeDecodeError as e:
+            raise not_utf8() from e
+        self._count(rows, masked)
+        return out
+
+
+def _compile(cols: Sequence[_Column]) -> _rowmask.Rewriter | None:
+    """The plan for the compiled loop: the same kinds, a cache of its own per column, and label
+    pseudonyms computed in C from their HMAC pads."""
+    if _rowmask is None:
+        return None
+    specs: list[tuple[object, ...]] = []
+    for _, kind, constant, _, _, fn in cols:
+        if kind == _PASS:
+            specs.append((_PASS,))
+        elif kind == _CONSTANT:
+            specs.append((_CONSTANT, constant))
+        elif isinstance(fn, LabelledPseudonym):
+            specs.append((_LABEL, fn, fn.prefix, fn.inner_pad, fn.outer_pad, fn.head, fn.tail, fn.size,
+                          STRETCH_AFTER))
+        else:
+            specs.append((kind, fn, {}) if kind == _CACHED else (kind, fn))
+    return _rowmask.Rewriter(specs, _SAME, _CACHE_LIMIT)

@@ -57,13 +57,18 @@ _UPPERS = tuple(_UPPER[b % 26] for b in range(256))
 _LOWERS = tuple(_UPPER[b % 26].lower() for b in range(256))
 
 
+def key_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC's inner and outer key pads (RFC 2104), one SHA-256 block each."""
+    block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+    return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
+
+
 @lru_cache(maxsize=64)
 def _pads(key: bytes) -> tuple[Hash, Hash]:
-    """SHA-256 states that have absorbed HMAC's inner and outer key pads (RFC 2104): copying
-    them gives the same MAC as ``hmac.digest`` at half the cost, as the key is not re-hashed
-    for every value."""
-    block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
-    return (hashlib.sha256(bytes(b ^ 0x36 for b in block)), hashlib.sha256(bytes(b ^ 0x5C for b in block)))
+    """SHA-256 states that have absorbed the key pads: copying them gives the same MAC as
+    ``hmac.digest`` at half the cost, as the key is not re-hashed for every value."""
+    inner, outer = key_pads(key)
+    return hashlib.sha256(inner), hashlib.sha256(outer)
 
 
 @lru_cache(maxsize=256)
@@ -284,30 +289,39 @@ def _pseudonym(cls: PiiClass, value: str, key: bytes) -> str:
     return _derive(key, "pseudonym", cls, value, make, n=len(value) + 4, fragments=cls in _SHAPED)
 
 
-def _labelled_pseudonym(cls: PiiClass, key: bytes) -> Callable[[bytes], bytes]:
+# a label pseudonym's MAC is stretched with SHAKE-256 for values longer than this (_stream)
+STRETCH_AFTER = 28
+
+
+class LabelledPseudonym:
     """``_pseudonym`` of a class whose pseudonym is a label and hex digits (no shape kept), over
     the value's UTF-8 bytes (UnicodeDecodeError if they are not), its first attempt inlined: the
-    hot path of masked results."""
-    inner_pad, outer_pad = _pads(key)
-    prefix = _prefix("pseudonym", cls, 0)
-    head, tail, size = (b"u_", b"@pseudo.invalid", 6) if cls is PiiClass.EMAIL else (
-        _LABELS.get(cls, "secret").encode() + b"_", b"", 8)
+    hot path of masked results. Its fields are what the compiled row loop needs to compute the
+    same pseudonyms (``rewrite``)."""
 
-    def pseudonym(raw: bytes) -> bytes:
-        inner = inner_pad.copy()
-        inner.update(prefix + raw)
-        outer = outer_pad.copy()
+    __slots__ = ("_inner", "_key", "_outer", "cls", "head", "inner_pad", "outer_pad", "prefix", "size", "tail")
+
+    def __init__(self, cls: PiiClass, key: bytes) -> None:
+        self.cls, self._key = cls, key
+        self.inner_pad, self.outer_pad = key_pads(key)
+        self._inner, self._outer = _pads(key)
+        self.prefix = _prefix("pseudonym", cls, 0)
+        self.head, self.tail, self.size = (b"u_", b"@pseudo.invalid", 6) if cls is PiiClass.EMAIL else (
+            _LABELS.get(cls, "secret").encode() + b"_", b"", 8)
+
+    def __call__(self, raw: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(self.prefix + raw)
+        outer = self._outer.copy()
         outer.update(inner.digest())
         rnd = outer.digest()
         # _stream stretches to len(value) + 4 bytes past 32: SHAKE outputs share their prefixes
-        if (len(raw) if raw.isascii() else len(raw.decode("utf-8"))) > 28:
-            rnd = hashlib.shake_256(rnd).digest(size)
-        out = head + hexlify(rnd[:size]) + tail
+        if (len(raw) if raw.isascii() else len(raw.decode("utf-8"))) > STRETCH_AFTER:
+            rnd = hashlib.shake_256(rnd).digest(self.size)
+        out = self.head + hexlify(rnd[: self.size]) + self.tail
         if out != raw:
             return out
-        return _pseudonym(cls, raw.decode("utf-8"), key).encode()
-
-    return pseudonym
+        return _pseudonym(self.cls, raw.decode("utf-8"), self._key).encode()
 
 
 def _fake_ssn(rnd: bytes) -> str:
@@ -388,7 +402,7 @@ def value_masker(cls: PiiClass, strategy: str, key: bytes) -> Callable[[str], st
     if strategy == "pseudonym":
         if cls in _SHAPED:
             return partial(_pseudonym, cls, key=key)
-        on_bytes = _labelled_pseudonym(cls, key)
+        on_bytes = LabelledPseudonym(cls, key)
 
         def pseudonym(value: str) -> str:
             try:
@@ -406,7 +420,7 @@ def utf8_masker(cls: PiiClass, strategy: str, key: bytes) -> Callable[[bytes], b
     """``value_masker`` over UTF-8 bytes (UnicodeDecodeError if they are not), where that saves
     work (label pseudonyms, which need no decoded text); else None."""
     if strategy == "pseudonym" and cls not in _SHAPED and cls is not PiiClass.FREE_TEXT:
-        return _labelled_pseudonym(cls, key)
+        return LabelledPseudonym(cls, key)
     return None
 
 

@@ -19,6 +19,7 @@ from rowgate.audit.stage import AuditStage
 from rowgate.config import Config
 from rowgate.errors import AdminShutdown, ConfigError, IdleSessionTimeout, TooManyConnections
 from rowgate.identity.principal import Principal
+from rowgate.masking import rewrite
 from rowgate.pgwire import backend as be
 from rowgate.pgwire.frontend import CancelRequest
 from rowgate.proxy import upstream
@@ -73,6 +74,11 @@ class ProxyServer:
         listen = self.config.listen
         if self.masking is not None:  # classify the upstreams before the first client can read them
             await asyncio.get_running_loop().run_in_executor(None, self.masking.catalogs.start)
+            if not rewrite.COMPILED:
+                log.warning("masking runs its pure-Python row loop (%s): masked results cost several times "
+                            "more CPU", "ROWGATE_PURE_PYTHON is set" if rewrite.BUILT
+                            else "rowgate.masking._rowmask was not built: reinstall with a C compiler and "
+                            "OpenSSL headers")
         try:
             self._server = await asyncio.start_server(
                 self._accept, listen.host, listen.port, backlog=1024, reuse_address=True
