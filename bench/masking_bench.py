@@ -41,7 +41,7 @@ SELECT g AS id,
        'user' || g || '@example-mail.com' AS email,
        (ARRAY['Anna', 'Ben', 'Carla', 'David', 'Emma', 'Felix'])[g % 6 + 1] || ' '
            || (ARRAY['Meyer', 'Smith', 'Garcia', 'Novak', 'Rossi'])[g % 5 + 1] || g AS full_name,
-       '+1-202-555-' || lpad((g % 10000)::text, 4, '0') AS phone,
+       '+1 (202) ' || lpad(g::text, 7, '0') AS phone,
        lpad((g % 899 + 1)::text, 3, '0') || '-' || lpad((g % 99 + 1)::text, 2, '0') || '-'
            || lpad((g % 9999 + 1)::text, 4, '0') AS national_id,
        (ARRAY['Berlin', 'Paris', 'Lisbon', 'Austin', 'Osaka'])[g % 5 + 1] AS city,

@@ -29,6 +29,7 @@ TREATMENTS: list[Treatment] = [
     (PiiClass.EMAIL, "pseudonym"), (PiiClass.PERSON_NAME, "pseudonym"), (PiiClass.ADDRESS, "pseudonym"),
     (PiiClass.SECRET, "pseudonym"), (PiiClass.JWT, "pseudonym"),
     (PiiClass.PERSON_NAME, "redact"), (PiiClass.NATIONAL_ID, "null"), (PiiClass.PHONE, "partial"),
+    (PiiClass.NATIONAL_ID, "partial"), (PiiClass.PHONE, "pseudonym"), (PiiClass.NATIONAL_ID, "pseudonym"),
     (PiiClass.DATE_OF_BIRTH, "pseudonym"), (PiiClass.IP_ADDRESS, "fake"), (PiiClass.FREE_TEXT, "redact"),
 ]
 _AROUND_STRETCH = [b"s" * k for k in (STRETCH_AFTER - 1, STRETCH_AFTER, STRETCH_AFTER + 1, 64)]
@@ -39,6 +40,8 @@ values = st.one_of(
                      b"\x01{}", *_AROUND_STRETCH]),
     st.text(max_size=40).map(str.encode),
     st.binary(max_size=40),
+    # phones and ids: separators, extensions, and the whitespace str.strip and \s know
+    st.text("0123456789 -+().xXeEtTa\t\n\x0b\x0c\r\x1c\x1f\xa0", max_size=30).map(str.encode),
 )
 
 
@@ -138,6 +141,30 @@ def test_a_cache_that_fills_is_given_up_alike() -> None:
     assert b"202-0001234" not in out
     again = be.DataRow((phones[7].encode(), b"Berlin")).encode()
     assert compiled.rewrite(again) == python.rewrite(again)
+
+
+@settings(max_examples=500, deadline=None)
+@given(cls=st.sampled_from([PiiClass.PHONE, PiiClass.NATIONAL_ID]), strategy=st.sampled_from(["partial", "pseudonym"]),
+       value=st.one_of(st.text("0123456789 -+().xXeEtTab\t\n\x0b\x0c\r\x1c\x1f\xa0", max_size=30),
+                       st.text("0123456789-AZaz", min_size=240, max_size=260), st.text("0111-", max_size=12)))
+def test_phones_and_ids_in_c_are_the_python_ones_for_any_text(cls: PiiClass, strategy: str, value: str) -> None:
+    columns = [be.FieldDescription("v", 0, 0, 25, -1, -1, 0)]
+    compiled, python = _both(columns, [(cls, strategy)])
+    row = be.DataRow((value.encode(),)).encode()
+    assert compiled.rewrite(row) == python.rewrite(row)
+    assert compiled.counts == python.counts
+
+
+@pytest.mark.parametrize("phone", ["+1-202-555-0101", " (202) 555-0101 x123 ", "202 555 0101 ext. 7", "0101",
+                                   "+44 20 7946 0958 EXT9", "12x3456789", "555-0101\x1c", "x1 202 555 0101"])
+def test_partial_phones_in_c_are_the_python_ones(phone: str) -> None:
+    columns = [be.FieldDescription("phone", 0, 0, 25, -1, -1, 0)]
+    compiled, python = _both(columns, [(PiiClass.PHONE, "partial")])
+    row = be.DataRow((phone.encode(),)).encode()
+    out = compiled.rewrite(row)
+    assert out == python.rewrite(row)
+    masked = mask_value(PiiClass.PHONE, phone, "partial", KEY)
+    assert out is not None and masked is not None and out.endswith(masked.encode())
 
 
 def test_label_pseudonyms_in_c_are_the_documented_hmac() -> None:

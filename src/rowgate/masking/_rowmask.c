@@ -19,20 +19,29 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { K_PASS = 0, K_CONSTANT = 1, K_CACHED = 2, K_UNCACHED = 3, K_LABEL = 4 };
+enum { K_PASS = 0, K_CONSTANT = 1, K_CACHED = 2, K_UNCACHED = 3, K_LABEL = 4, K_KEEP_LAST = 5, K_RESHAPE = 6 };
+
+#define ATTEMPTS 8     /* shaped pseudonyms: derivations tried before redacting (strategies._ATTEMPTS) */
+#define RESHAPE_MAX 252 /* longer values are reshaped by the Python function */
 
 #define LABEL_MAX 128
 
 typedef struct {
     int kind;
     PyObject *constant; /* K_CONSTANT: the value with its length field, or the NULL marker */
-    PyObject *fn;       /* K_CACHED, K_UNCACHED, K_LABEL (its fallback): bytes -> bytes | None */
+    PyObject *fn;       /* bytes -> bytes | None; for K_LABEL, K_KEEP_LAST, K_RESHAPE the fallback */
     PyObject *cache;    /* K_CACHED: dict value -> masked value, or `same` */
-    PyObject *prefix;   /* K_LABEL: the MAC's message prefix */
+    PyObject *prefix;   /* K_LABEL: the MAC's message prefix; K_RESHAPE: one per attempt (a tuple) */
+    int letters;        /* K_RESHAPE: letters become letters too (national ids; phones keep them) */
     SHA256_CTX inner, outer;
     char head[LABEL_MAX], tail[LABEL_MAX];
     Py_ssize_t head_len, tail_len, size, stretch_after; /* values longer than that stretch the MAC */
     char out[LABEL_MAX * 3];
+    /* K_KEEP_LAST (partial phones and national ids, strategies._partial): values with fewer than
+     * min_count digits (alphanumerics with count_alnum) are redacted, else all but the last
+     * keep_many (keep_few below many_at) alphanumerics become '*'; a phone's extension is cut */
+    int extension, count_alnum;
+    Py_ssize_t min_count, many_at, keep_many, keep_few;
 } Column;
 
 typedef struct {
@@ -142,7 +151,9 @@ static int copy_text(char *dst, Py_ssize_t *dst_len, PyObject *src) {
 }
 
 /* columns: per column one of (0,), (1, constant), (2, fn, cache), (3, fn),
- * (4, fn, prefix, inner_pad, outer_pad, head, tail, size, stretch_after) */
+ * (4, fn, prefix, inner_pad, outer_pad, head, tail, size, stretch_after),
+ * (5, fn, extension, count_alnum, min_count, many_at, keep_many, keep_few),
+ * (6, fn, prefixes (one per attempt), inner_pad, outer_pad, letters) */
 static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"columns", "same", "cache_limit", NULL};
     PyObject *columns, *same;
@@ -171,13 +182,31 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
         PyObject *spec = PySequence_Fast_GET_ITEM(seq, i);
         Column *c = &self->cols[i];
         PyObject *a = NULL, *b = NULL, *ipad = NULL, *opad = NULL, *head = NULL, *tail = NULL;
-        if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) < 1 ||
-            !PyArg_ParseTuple(spec, "i|OOOOOOnn", &c->kind, &a, &b, &ipad, &opad, &head, &tail, &c->size,
-                              &c->stretch_after)) {
+        static const char *formats[] = {"i", "iO", "iOO", "iO", "iOOOOOOnn", "iOppnnnn", "iOOOOp"};
+        long kind = PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) >= 1 ? PyLong_AsLong(PyTuple_GET_ITEM(spec, 0)) : -1;
+        if (kind < 0 || kind > K_RESHAPE) {
             if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "a column spec must be a tuple starting with its kind");
+                PyErr_SetString(PyExc_TypeError, "a column spec must be a tuple starting with a known kind");
             goto fail;
         }
+        int ok;
+        switch (kind) {
+        case K_LABEL:
+            ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &b, &ipad, &opad, &head, &tail, &c->size,
+                                  &c->stretch_after);
+            break;
+        case K_KEEP_LAST:
+            ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &c->extension, &c->count_alnum, &c->min_count,
+                                  &c->many_at, &c->keep_many, &c->keep_few);
+            break;
+        case K_RESHAPE:
+            ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &b, &ipad, &opad, &c->letters);
+            break;
+        default:
+            ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &b);
+        }
+        if (!ok)
+            goto fail;
         switch (c->kind) {
         case K_PASS:
             break;
@@ -218,6 +247,32 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
                 goto fail;
             }
             break;
+        case K_RESHAPE:
+            if (!PyCallable_Check(a) || !PyTuple_Check(b) || PyTuple_GET_SIZE(b) != ATTEMPTS) {
+                PyErr_SetString(PyExc_TypeError, "a reshaped pseudonym column needs fn, 8 prefixes and pads");
+                goto fail;
+            }
+            for (Py_ssize_t k = 0; k < ATTEMPTS; k++)
+                if (!PyBytes_Check(PyTuple_GET_ITEM(b, k))) {
+                    PyErr_SetString(PyExc_TypeError, "a reshaped pseudonym's prefixes must be bytes");
+                    goto fail;
+                }
+            if (absorb(&c->inner, ipad) < 0 || absorb(&c->outer, opad) < 0)
+                goto fail;
+            c->fn = Py_NewRef(a);
+            c->prefix = Py_NewRef(b);
+            if (self->shake == NULL && (self->shake = EVP_MD_CTX_new()) == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            break;
+        case K_KEEP_LAST:
+            if (!PyCallable_Check(a) || c->keep_many < 0 || c->keep_few < 0) {
+                PyErr_SetString(PyExc_TypeError, "a keep-last column needs fn, extension, count_alnum and 4 counts");
+                goto fail;
+            }
+            c->fn = Py_NewRef(a);
+            break;
         default:
             PyErr_Format(PyExc_ValueError, "unknown column kind %d", c->kind);
             goto fail;
@@ -230,26 +285,40 @@ fail:
     return -1;
 }
 
-/* The pseudonym of an ASCII value into c->out; its length, 0 when the Python function must
- * decide (the pseudonym equals the value), -1 on an OpenSSL failure. */
-static Py_ssize_t label(Rewriter *self, Column *c, const unsigned char *v, Py_ssize_t n) {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char inner[SHA256_DIGEST_LENGTH], rnd[SHA256_DIGEST_LENGTH], stretched[32];
+/* HMAC-SHA256(key, prefix + v) from the absorbed pads */
+static void mac(const Column *c, PyObject *prefix, const unsigned char *v, Py_ssize_t n,
+                unsigned char out[SHA256_DIGEST_LENGTH]) {
+    unsigned char inner[SHA256_DIGEST_LENGTH];
     SHA256_CTX ctx = c->inner;
-    SHA256_Update(&ctx, PyBytes_AS_STRING(c->prefix), (size_t)PyBytes_GET_SIZE(c->prefix));
+    SHA256_Update(&ctx, PyBytes_AS_STRING(prefix), (size_t)PyBytes_GET_SIZE(prefix));
     SHA256_Update(&ctx, v, (size_t)n);
     SHA256_Final(inner, &ctx);
     ctx = c->outer;
     SHA256_Update(&ctx, inner, sizeof inner);
-    SHA256_Final(rnd, &ctx);
+    SHA256_Final(out, &ctx);
+}
+
+/* SHAKE-256(digest), n bytes: how strategies._stream stretches a MAC */
+static int stretch(Rewriter *self, const unsigned char digest[SHA256_DIGEST_LENGTH], unsigned char *out, size_t n) {
+    if (EVP_DigestInit_ex(self->shake, EVP_shake256(), NULL) != 1 ||
+        EVP_DigestUpdate(self->shake, digest, SHA256_DIGEST_LENGTH) != 1 ||
+        EVP_DigestFinalXOF(self->shake, out, n) != 1) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL SHAKE-256 failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* The pseudonym of an ASCII value into c->out; its length, 0 when the Python function must
+ * decide (the pseudonym equals the value), -1 on an OpenSSL failure. */
+static Py_ssize_t label(Rewriter *self, Column *c, const unsigned char *v, Py_ssize_t n) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char rnd[SHA256_DIGEST_LENGTH], stretched[32];
+    mac(c, c->prefix, v, n, rnd);
     const unsigned char *r = rnd;
     if (n > c->stretch_after) {
-        if (EVP_DigestInit_ex(self->shake, EVP_shake256(), NULL) != 1 ||
-            EVP_DigestUpdate(self->shake, rnd, sizeof rnd) != 1 ||
-            EVP_DigestFinalXOF(self->shake, stretched, (size_t)c->size) != 1) {
-            PyErr_SetString(PyExc_RuntimeError, "OpenSSL SHAKE-256 failed");
+        if (stretch(self, rnd, stretched, (size_t)c->size) < 0)
             return -1;
-        }
         r = stretched;
     }
     char *o = c->out;
@@ -265,6 +334,107 @@ static Py_ssize_t label(Rewriter *self, Column *c, const unsigned char *v, Py_ss
     if (len == n && memcmp(c->out, v, (size_t)n) == 0)
         return 0;
     return len;
+}
+
+/* strategies._leaks: whether `out` (as long as `v`) gives the value away: equal, or sharing
+ * 6 characters in a row with it */
+static int leaks(const unsigned char *v, const unsigned char *out, Py_ssize_t n) {
+    if (memcmp(v, out, (size_t)n) == 0)
+        return 1;
+    for (Py_ssize_t i = 0; i + 6 <= n; i++)
+        if (memmem(v, (size_t)n, out + i, 6) != NULL)
+            return 1;
+    return 0;
+}
+
+/* strategies._pseudonym of a phone or national id (shape kept: digits stay digits, and with
+ * `letters` letters stay letters of their case), ASCII only: a new bytes object, or NULL (with no
+ * error set) when the value is too long for this path */
+static PyObject *reshape(Rewriter *self, const Column *c, const unsigned char *v, Py_ssize_t n) {
+    unsigned char digest[SHA256_DIGEST_LENGTH], stretched[RESHAPE_MAX + 4], out[RESHAPE_MAX];
+    if (n > RESHAPE_MAX)
+        return NULL;
+    for (Py_ssize_t attempt = 0; attempt < ATTEMPTS; attempt++) {
+        mac(c, PyTuple_GET_ITEM(c->prefix, attempt), v, n, digest);
+        const unsigned char *rnd = digest;
+        if (n + 4 > SHA256_DIGEST_LENGTH) { /* _stream: n + 4 bytes */
+            if (stretch(self, digest, stretched, (size_t)n + 4) < 0)
+                return NULL;
+            rnd = stretched;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char ch = v[i];
+            if (ch >= '0' && ch <= '9')
+                out[i] = (unsigned char)('0' + rnd[i] % 10);
+            else if (c->letters && ch >= 'A' && ch <= 'Z')
+                out[i] = (unsigned char)('A' + rnd[i] % 26);
+            else if (c->letters && ch >= 'a' && ch <= 'z')
+                out[i] = (unsigned char)('a' + rnd[i] % 26);
+            else
+                out[i] = ch;
+        }
+        if (!leaks(v, out, n))
+            return PyBytes_FromStringAndSize((const char *)out, n);
+    }
+    return PyBytes_FromStringAndSize("****", 4);
+}
+
+/* str.isspace, str.isdigit, str.isalnum of an ASCII character */
+static int py_space(unsigned char ch) { return ch == ' ' || (ch >= 9 && ch <= 13) || (ch >= 0x1c && ch <= 0x1f); }
+static int py_digit(unsigned char ch) { return ch >= '0' && ch <= '9'; }
+static int py_alnum(unsigned char ch) { return py_digit(ch) || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'); }
+
+/* Where `(?i)x\s?\d` or `(?i)ext\.?\s?\d` matches at v[j] (each optional part is of a class
+ * the next cannot match, so taking it whenever it is there is what backtracking finds) */
+static int extension_at(const unsigned char *v, Py_ssize_t j, Py_ssize_t end) {
+    Py_ssize_t k;
+    if ((v[j] | 0x20) == 'x') {
+        k = j + 1;
+    } else if ((v[j] | 0x20) == 'e' && end - j >= 3 && (v[j + 1] | 0x20) == 'x' && (v[j + 2] | 0x20) == 't') {
+        k = j + 3;
+        if (k < end && v[k] == '.')
+            k++;
+    } else {
+        return 0;
+    }
+    if (k < end && py_space(v[k]))
+        k++;
+    return k < end && py_digit(v[k]);
+}
+
+/* strategies._partial of a phone or national id, for an ASCII value: a new bytes object */
+static PyObject *keep_last(const Column *c, const unsigned char *v, Py_ssize_t n) {
+    Py_ssize_t start = 0, end = n;
+    while (start < end && py_space(v[start]))
+        start++;
+    while (end > start && py_space(v[end - 1]))
+        end--;
+    Py_ssize_t main_end = end;
+    if (c->extension) /* re.split(r"(?i)\s?(?:x|ext\.?)\s?\d", v, maxsplit=1)[0] */
+        for (Py_ssize_t j = start; j < end; j++)
+            if (extension_at(v, j, end) || (py_space(v[j]) && j + 1 < end && extension_at(v, j + 1, end))) {
+                main_end = j;
+                break;
+            }
+    Py_ssize_t counted = 0, alnum = 0;
+    for (Py_ssize_t j = start; j < (c->count_alnum ? end : main_end); j++)
+        counted += c->count_alnum ? py_alnum(v[j]) : py_digit(v[j]);
+    if (counted < c->min_count)
+        return PyBytes_FromStringAndSize("****", 4);
+    for (Py_ssize_t j = start; j < main_end; j++)
+        alnum += py_alnum(v[j]);
+    Py_ssize_t keep = counted >= c->many_at ? c->keep_many : c->keep_few, i = 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, main_end - start);
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    for (Py_ssize_t j = start; j < main_end; j++) {
+        if (py_alnum(v[j]))
+            *o++ = i++ < alnum - keep ? '*' : (char)v[j];
+        else
+            *o++ = (char)v[j];
+    }
+    return out;
 }
 
 static int ascii(const unsigned char *v, Py_ssize_t n) {
@@ -427,6 +597,23 @@ static PyObject *Rewriter_rewrite(Rewriter *self, PyObject *arg) {
                 }
             }
             PyObject *new = NULL;
+            if ((c->kind == K_KEEP_LAST || c->kind == K_RESHAPE) && ascii((const unsigned char *)v, size)) {
+                /* a new object, never the value: changed, as in Python (even where equal) */
+                new = c->kind == K_KEEP_LAST ? keep_last(c, (const unsigned char *)v, size)
+                                             : reshape(self, c, (const unsigned char *)v, size);
+            }
+            if (new != NULL) {
+                r->owned = new;
+                r->bytes = PyBytes_AS_STRING(new);
+                r->len = PyBytes_GET_SIZE(new);
+                r->framed = 0;
+                delta += r->len - size;
+                masked[i]++;
+                nrepl++;
+                continue;
+            }
+            if (PyErr_Occurred())
+                goto done;
             int unchanged = mapped(self, c, v, size, self->rows + rows, &new);
             if (unchanged < 0)
                 goto done;

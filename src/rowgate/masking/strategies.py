@@ -221,6 +221,22 @@ def _keep_last(value: str, keep: int, *, also_first: int = 0) -> str:
     return "".join(out)
 
 
+class KeepLast:
+    """``_partial`` of phones and national ids over UTF-8 bytes; its fields tell the compiled
+    row loop (``rewrite``) how to do the same for ASCII values."""
+
+    __slots__ = ("cls", "count_alnum", "extension", "keep_few", "keep_many", "many_at", "min_count")
+
+    def __init__(self, cls: PiiClass) -> None:
+        self.cls = cls
+        phone = cls is PiiClass.PHONE
+        self.extension, self.count_alnum = phone, not phone
+        self.min_count, self.many_at, self.keep_many, self.keep_few = (6, 10, 4, 2) if phone else (8, 0, 4, 4)
+
+    def __call__(self, raw: bytes) -> bytes:
+        return _partial(self.cls, raw.decode("utf-8")).encode()
+
+
 def _partial(cls: PiiClass, value: str) -> str:
     v = value.strip()
     if cls is PiiClass.EMAIL:
@@ -324,6 +340,23 @@ class LabelledPseudonym:
         return _pseudonym(self.cls, raw.decode("utf-8"), self._key).encode()
 
 
+class Reshaped:
+    """``_pseudonym`` of phones and national ids (digits stay digits, an id's letters stay
+    letters) over UTF-8 bytes; its fields tell the compiled row loop (``rewrite``) how to derive
+    the same for ASCII values."""
+
+    __slots__ = ("_key", "cls", "inner_pad", "letters", "outer_pad", "prefixes")
+
+    def __init__(self, cls: PiiClass, key: bytes) -> None:
+        self.cls, self._key = cls, key
+        self.letters = cls is PiiClass.NATIONAL_ID
+        self.inner_pad, self.outer_pad = key_pads(key)
+        self.prefixes = tuple(_prefix("pseudonym", cls, attempt) for attempt in range(_ATTEMPTS))
+
+    def __call__(self, raw: bytes) -> bytes:
+        return _pseudonym(self.cls, raw.decode("utf-8"), self._key).encode()
+
+
 def _fake_ssn(rnd: bytes) -> str:
     area = 1 + int.from_bytes(rnd[:2], "big") % 665  # 001-665: issued areas below 666
     return f"{area:03d}-{1 + rnd[2] % 99:02d}-{1 + int.from_bytes(rnd[3:5], 'big') % 9999:04d}"
@@ -418,9 +451,12 @@ def value_masker(cls: PiiClass, strategy: str, key: bytes) -> Callable[[str], st
 
 def utf8_masker(cls: PiiClass, strategy: str, key: bytes) -> Callable[[bytes], bytes] | None:
     """``value_masker`` over UTF-8 bytes (UnicodeDecodeError if they are not), where that saves
-    work (label pseudonyms, which need no decoded text); else None."""
+    work (label pseudonyms, which need no decoded text) or the compiled row loop can do the
+    same (partial and pseudonymised phones and national ids); else None."""
     if strategy == "pseudonym" and cls not in _SHAPED and cls is not PiiClass.FREE_TEXT:
         return LabelledPseudonym(cls, key)
+    if cls in (PiiClass.PHONE, PiiClass.NATIONAL_ID) and strategy in ("partial", "pseudonym"):
+        return KeepLast(cls) if strategy == "partial" else Reshaped(cls, key)
     return None
 
 
