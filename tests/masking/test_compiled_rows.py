@@ -30,6 +30,7 @@ TREATMENTS: list[Treatment] = [
     (PiiClass.SECRET, "pseudonym"), (PiiClass.JWT, "pseudonym"),
     (PiiClass.PERSON_NAME, "redact"), (PiiClass.NATIONAL_ID, "null"), (PiiClass.PHONE, "partial"),
     (PiiClass.NATIONAL_ID, "partial"), (PiiClass.PHONE, "pseudonym"), (PiiClass.NATIONAL_ID, "pseudonym"),
+    (PiiClass.EMAIL, "partial"), (PiiClass.PERSON_NAME, "partial"),
     (PiiClass.DATE_OF_BIRTH, "pseudonym"), (PiiClass.IP_ADDRESS, "fake"), (PiiClass.FREE_TEXT, "redact"),
 ]
 _AROUND_STRETCH = [b"s" * k for k in (STRETCH_AFTER - 1, STRETCH_AFTER, STRETCH_AFTER + 1, 64)]
@@ -143,11 +144,17 @@ def test_a_cache_that_fills_is_given_up_alike() -> None:
     assert compiled.rewrite(again) == python.rewrite(again)
 
 
-@settings(max_examples=500, deadline=None)
-@given(cls=st.sampled_from([PiiClass.PHONE, PiiClass.NATIONAL_ID]), strategy=st.sampled_from(["partial", "pseudonym"]),
-       value=st.one_of(st.text("0123456789 -+().xXeEtTab\t\n\x0b\x0c\r\x1c\x1f\xa0", max_size=30),
-                       st.text("0123456789-AZaz", min_size=240, max_size=260), st.text("0111-", max_size=12)))
-def test_phones_and_ids_in_c_are_the_python_ones_for_any_text(cls: PiiClass, strategy: str, value: str) -> None:
+_SHAPED_TEXT = "0123456789 -+().@xXeEtTab\t\n\x0b\x0c\r\x1c\x1f\xa0"
+
+
+@settings(max_examples=800, deadline=None)
+@given(case=st.sampled_from([(PiiClass.PHONE, "partial"), (PiiClass.NATIONAL_ID, "partial"),
+                             (PiiClass.EMAIL, "partial"), (PiiClass.PERSON_NAME, "partial"),
+                             (PiiClass.PHONE, "pseudonym"), (PiiClass.NATIONAL_ID, "pseudonym")]),
+       value=st.one_of(st.text(_SHAPED_TEXT, max_size=30), st.text("0123456789-AZaz", min_size=240, max_size=260),
+                       st.text("0111-", max_size=12), st.emails(), st.text("ab @.\t", max_size=12)))
+def test_values_masked_in_c_are_the_python_ones_for_any_text(case: tuple[PiiClass, str], value: str) -> None:
+    cls, strategy = case
     columns = [be.FieldDescription("v", 0, 0, 25, -1, -1, 0)]
     compiled, python = _both(columns, [(cls, strategy)])
     row = be.DataRow((value.encode(),)).encode()

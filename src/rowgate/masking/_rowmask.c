@@ -19,7 +19,9 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { K_PASS = 0, K_CONSTANT = 1, K_CACHED = 2, K_UNCACHED = 3, K_LABEL = 4, K_KEEP_LAST = 5, K_RESHAPE = 6 };
+enum { K_PASS = 0, K_CONSTANT = 1, K_CACHED = 2, K_UNCACHED = 3, K_LABEL = 4, K_PARTIAL = 5, K_RESHAPE = 6 };
+
+enum { SHAPE_KEEP_LAST = 0, SHAPE_EMAIL = 1, SHAPE_INITIALS = 2 };
 
 #define ATTEMPTS 8     /* shaped pseudonyms: derivations tried before redacting (strategies._ATTEMPTS) */
 #define RESHAPE_MAX 252 /* longer values are reshaped by the Python function */
@@ -29,7 +31,7 @@ enum { K_PASS = 0, K_CONSTANT = 1, K_CACHED = 2, K_UNCACHED = 3, K_LABEL = 4, K_
 typedef struct {
     int kind;
     PyObject *constant; /* K_CONSTANT: the value with its length field, or the NULL marker */
-    PyObject *fn;       /* bytes -> bytes | None; for K_LABEL, K_KEEP_LAST, K_RESHAPE the fallback */
+    PyObject *fn;       /* bytes -> bytes | None; for K_LABEL, K_PARTIAL, K_RESHAPE the fallback */
     PyObject *cache;    /* K_CACHED: dict value -> masked value, or `same` */
     PyObject *prefix;   /* K_LABEL: the MAC's message prefix; K_RESHAPE: one per attempt (a tuple) */
     int letters;        /* K_RESHAPE: letters become letters too (national ids; phones keep them) */
@@ -37,10 +39,11 @@ typedef struct {
     char head[LABEL_MAX], tail[LABEL_MAX];
     Py_ssize_t head_len, tail_len, size, stretch_after; /* values longer than that stretch the MAC */
     char out[LABEL_MAX * 3];
-    /* K_KEEP_LAST (partial phones and national ids, strategies._partial): values with fewer than
+    /* K_PARTIAL (strategies._partial) of an email (SHAPE_EMAIL: first character and domain), a
+     * name (SHAPE_INITIALS), or a phone or national id (SHAPE_KEEP_LAST): values with fewer than
      * min_count digits (alphanumerics with count_alnum) are redacted, else all but the last
      * keep_many (keep_few below many_at) alphanumerics become '*'; a phone's extension is cut */
-    int extension, count_alnum;
+    int shape, extension, count_alnum;
     Py_ssize_t min_count, many_at, keep_many, keep_few;
 } Column;
 
@@ -152,7 +155,7 @@ static int copy_text(char *dst, Py_ssize_t *dst_len, PyObject *src) {
 
 /* columns: per column one of (0,), (1, constant), (2, fn, cache), (3, fn),
  * (4, fn, prefix, inner_pad, outer_pad, head, tail, size, stretch_after),
- * (5, fn, extension, count_alnum, min_count, many_at, keep_many, keep_few),
+ * (5, fn, shape, extension, count_alnum, min_count, many_at, keep_many, keep_few),
  * (6, fn, prefixes (one per attempt), inner_pad, outer_pad, letters) */
 static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"columns", "same", "cache_limit", NULL};
@@ -182,7 +185,7 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
         PyObject *spec = PySequence_Fast_GET_ITEM(seq, i);
         Column *c = &self->cols[i];
         PyObject *a = NULL, *b = NULL, *ipad = NULL, *opad = NULL, *head = NULL, *tail = NULL;
-        static const char *formats[] = {"i", "iO", "iOO", "iO", "iOOOOOOnn", "iOppnnnn", "iOOOOp"};
+        static const char *formats[] = {"i", "iO", "iOO", "iO", "iOOOOOOnn", "iOippnnnn", "iOOOOp"};
         long kind = PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) >= 1 ? PyLong_AsLong(PyTuple_GET_ITEM(spec, 0)) : -1;
         if (kind < 0 || kind > K_RESHAPE) {
             if (!PyErr_Occurred())
@@ -195,9 +198,9 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
             ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &b, &ipad, &opad, &head, &tail, &c->size,
                                   &c->stretch_after);
             break;
-        case K_KEEP_LAST:
-            ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &c->extension, &c->count_alnum, &c->min_count,
-                                  &c->many_at, &c->keep_many, &c->keep_few);
+        case K_PARTIAL:
+            ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &c->shape, &c->extension, &c->count_alnum,
+                                  &c->min_count, &c->many_at, &c->keep_many, &c->keep_few);
             break;
         case K_RESHAPE:
             ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &b, &ipad, &opad, &c->letters);
@@ -266,9 +269,10 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
                 goto fail;
             }
             break;
-        case K_KEEP_LAST:
-            if (!PyCallable_Check(a) || c->keep_many < 0 || c->keep_few < 0) {
-                PyErr_SetString(PyExc_TypeError, "a keep-last column needs fn, extension, count_alnum and 4 counts");
+        case K_PARTIAL:
+            if (!PyCallable_Check(a) || c->shape < SHAPE_KEEP_LAST || c->shape > SHAPE_INITIALS || c->keep_many < 0 ||
+                c->keep_few < 0) {
+                PyErr_SetString(PyExc_TypeError, "a partial column needs fn, shape, extension, count_alnum and 4 counts");
                 goto fail;
             }
             c->fn = Py_NewRef(a);
@@ -382,7 +386,8 @@ static PyObject *reshape(Rewriter *self, const Column *c, const unsigned char *v
 /* str.isspace, str.isdigit, str.isalnum of an ASCII character */
 static int py_space(unsigned char ch) { return ch == ' ' || (ch >= 9 && ch <= 13) || (ch >= 0x1c && ch <= 0x1f); }
 static int py_digit(unsigned char ch) { return ch >= '0' && ch <= '9'; }
-static int py_alnum(unsigned char ch) { return py_digit(ch) || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'); }
+static int py_alpha(unsigned char ch) { return (ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'; }
+static int py_alnum(unsigned char ch) { return py_digit(ch) || py_alpha(ch); }
 
 /* Where `(?i)x\s?\d` or `(?i)ext\.?\s?\d` matches at v[j] (each optional part is of a class
  * the next cannot match, so taking it whenever it is there is what backtracking finds) */
@@ -402,13 +407,56 @@ static int extension_at(const unsigned char *v, Py_ssize_t j, Py_ssize_t end) {
     return k < end && py_digit(v[k]);
 }
 
-/* strategies._partial of a phone or national id, for an ASCII value: a new bytes object */
-static PyObject *keep_last(const Column *c, const unsigned char *v, Py_ssize_t n) {
+/* `v.rpartition("@")`: first character and domain, or redacted */
+static PyObject *partial_email(const unsigned char *v, Py_ssize_t start, Py_ssize_t end) {
+    Py_ssize_t at = end - 1;
+    while (at >= start && v[at] != '@')
+        at--;
+    if (at <= start || at + 1 >= end)
+        return PyBytes_FromStringAndSize("****", 4);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 1 + 4 + (end - at - 1));
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    o[0] = (char)v[start];
+    memcpy(o + 1, "***@", 4);
+    memcpy(o + 5, v + at + 1, (size_t)(end - at - 1));
+    return out;
+}
+
+/* `" ".join(w[0] + "." for w in v.split() if w[:1].isalpha())`, or redacted */
+static PyObject *partial_initials(const unsigned char *v, Py_ssize_t start, Py_ssize_t end) {
+    Py_ssize_t words = 0;
+    for (Py_ssize_t j = start; j < end; j++)
+        if ((j == start || py_space(v[j - 1])) && !py_space(v[j]) && py_alpha(v[j]))
+            words++;
+    if (words == 0)
+        return PyBytes_FromStringAndSize("****", 4);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 3 * words - 1);
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    for (Py_ssize_t j = start; j < end; j++)
+        if ((j == start || py_space(v[j - 1])) && !py_space(v[j]) && py_alpha(v[j])) {
+            if (o != PyBytes_AS_STRING(out))
+                *o++ = ' ';
+            *o++ = (char)v[j];
+            *o++ = '.';
+        }
+    return out;
+}
+
+/* strategies._partial of an ASCII value: a new bytes object */
+static PyObject *partial(const Column *c, const unsigned char *v, Py_ssize_t n) {
     Py_ssize_t start = 0, end = n;
     while (start < end && py_space(v[start]))
         start++;
     while (end > start && py_space(v[end - 1]))
         end--;
+    if (c->shape == SHAPE_EMAIL)
+        return partial_email(v, start, end);
+    if (c->shape == SHAPE_INITIALS)
+        return partial_initials(v, start, end);
     Py_ssize_t main_end = end;
     if (c->extension) /* re.split(r"(?i)\s?(?:x|ext\.?)\s?\d", v, maxsplit=1)[0] */
         for (Py_ssize_t j = start; j < end; j++)
@@ -597,9 +645,9 @@ static PyObject *Rewriter_rewrite(Rewriter *self, PyObject *arg) {
                 }
             }
             PyObject *new = NULL;
-            if ((c->kind == K_KEEP_LAST || c->kind == K_RESHAPE) && ascii((const unsigned char *)v, size)) {
+            if ((c->kind == K_PARTIAL || c->kind == K_RESHAPE) && ascii((const unsigned char *)v, size)) {
                 /* a new object, never the value: changed, as in Python (even where equal) */
-                new = c->kind == K_KEEP_LAST ? keep_last(c, (const unsigned char *)v, size)
+                new = c->kind == K_PARTIAL ? partial(c, (const unsigned char *)v, size)
                                              : reshape(self, c, (const unsigned char *)v, size);
             }
             if (new != NULL) {

@@ -23,7 +23,7 @@ from typing import Literal
 
 from rowgate.errors import MaskingError
 from rowgate.masking.classes import CustomDetector, PiiClass
-from rowgate.masking.strategies import STRETCH_AFTER, KeepLast, LabelledPseudonym, Reshaped
+from rowgate.masking.strategies import STRETCH_AFTER, LabelledPseudonym, Partial, Reshaped
 from rowgate.masking.typed import (
     DATE,
     JSON,
@@ -224,9 +224,9 @@ _D = ord("D")
 # how a column's values are treated: passed, replaced by a constant, mapped by a function
 # whose results are cached, or by one whose are not (they did not repeat)
 _PASS, _CONSTANT, _CACHED, _UNCACHED = 0, 1, 2, 3
-# the compiled loop only: a label pseudonym (HMAC-SHA256 in C), a partial phone or national id,
-# a pseudonymised one
-_LABEL, _KEEP_LAST, _RESHAPE = 4, 5, 6
+# the compiled loop only: a label pseudonym (HMAC-SHA256 in C), a partial email, name, phone or
+# national id, a pseudonymised phone or national id
+_LABEL, _PARTIAL, _RESHAPE = 4, 5, 6
 # (index, treatment, constant (with its length), its length, the cache, the function)
 _Column = tuple[int, int, bytes, int, dict[bytes, object], ValueFn]
 
@@ -415,7 +415,7 @@ class RowRewriter:
 
 def _compile(cols: Sequence[_Column]) -> _rowmask.Rewriter | None:
     """The plan for the compiled loop: the same kinds, a cache of its own per column, label
-    pseudonyms computed in C from their HMAC pads, and phones and ids (partial, pseudonyms) in C."""
+    pseudonyms computed in C from their HMAC pads, partial values and shaped pseudonyms in C."""
     if _rowmask is None:
         return None
     specs: list[tuple[object, ...]] = []
@@ -427,8 +427,8 @@ def _compile(cols: Sequence[_Column]) -> _rowmask.Rewriter | None:
         elif isinstance(fn, LabelledPseudonym):
             specs.append((_LABEL, fn, fn.prefix, fn.inner_pad, fn.outer_pad, fn.head, fn.tail, fn.size,
                           STRETCH_AFTER))
-        elif isinstance(fn, KeepLast):
-            specs.append((_KEEP_LAST, fn, fn.extension, fn.count_alnum, fn.min_count, fn.many_at, fn.keep_many,
+        elif isinstance(fn, Partial):
+            specs.append((_PARTIAL, fn, fn.shape, fn.extension, fn.count_alnum, fn.min_count, fn.many_at, fn.keep_many,
                           fn.keep_few))
         elif isinstance(fn, Reshaped):
             specs.append((_RESHAPE, fn, fn.prefixes, fn.inner_pad, fn.outer_pad, fn.letters))

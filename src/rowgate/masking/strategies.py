@@ -221,14 +221,15 @@ def _keep_last(value: str, keep: int, *, also_first: int = 0) -> str:
     return "".join(out)
 
 
-class KeepLast:
-    """``_partial`` of phones and national ids over UTF-8 bytes; its fields tell the compiled
-    row loop (``rewrite``) how to do the same for ASCII values."""
+class Partial:
+    """``_partial`` of emails, names, phones and national ids over UTF-8 bytes; its fields tell
+    the compiled row loop (``rewrite``) how to do the same for ASCII values."""
 
-    __slots__ = ("cls", "count_alnum", "extension", "keep_few", "keep_many", "many_at", "min_count")
+    SHAPES = {PiiClass.PHONE: 0, PiiClass.NATIONAL_ID: 0, PiiClass.EMAIL: 1, PiiClass.PERSON_NAME: 2}
+    __slots__ = ("cls", "count_alnum", "extension", "keep_few", "keep_many", "many_at", "min_count", "shape")
 
     def __init__(self, cls: PiiClass) -> None:
-        self.cls = cls
+        self.cls, self.shape = cls, self.SHAPES[cls]
         phone = cls is PiiClass.PHONE
         self.extension, self.count_alnum = phone, not phone
         self.min_count, self.many_at, self.keep_many, self.keep_few = (6, 10, 4, 2) if phone else (8, 0, 4, 4)
@@ -452,11 +453,13 @@ def value_masker(cls: PiiClass, strategy: str, key: bytes) -> Callable[[str], st
 def utf8_masker(cls: PiiClass, strategy: str, key: bytes) -> Callable[[bytes], bytes] | None:
     """``value_masker`` over UTF-8 bytes (UnicodeDecodeError if they are not), where that saves
     work (label pseudonyms, which need no decoded text) or the compiled row loop can do the
-    same (partial and pseudonymised phones and national ids); else None."""
+    same (partial emails, names, phones and ids; pseudonymised phones and ids); else None."""
     if strategy == "pseudonym" and cls not in _SHAPED and cls is not PiiClass.FREE_TEXT:
         return LabelledPseudonym(cls, key)
-    if cls in (PiiClass.PHONE, PiiClass.NATIONAL_ID) and strategy in ("partial", "pseudonym"):
-        return KeepLast(cls) if strategy == "partial" else Reshaped(cls, key)
+    if strategy == "partial" and cls in Partial.SHAPES:
+        return Partial(cls)
+    if strategy == "pseudonym" and cls in (PiiClass.PHONE, PiiClass.NATIONAL_ID):
+        return Reshaped(cls, key)
     return None
 
 
