@@ -1,7 +1,8 @@
-"""The one compiled part of rowgate: the DataRow loop of masking (see README, Design notes).
+"""rowgate's two compiled hot loops (see README, Design notes): masking's DataRow loop and the
+framer's walk over runs of messages.
 
-``optional=True``: where it cannot be built (no C compiler, no OpenSSL headers), pip installs
-rowgate without it and masking runs the pure-Python loop, slower and with the same output."""
+``optional=True``: where they cannot be built (no C compiler, no OpenSSL headers), pip installs
+rowgate without them and the Python versions run, slower and with the same output."""
 
 from setuptools import Extension, setup
 
@@ -13,6 +14,12 @@ setup(
             libraries=["crypto"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
             optional=True,
-        )
+        ),
+        Extension(
+            "rowgate.pgwire._walk",
+            sources=["src/rowgate/pgwire/_walk.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+            optional=True,
+        ),
     ],
 )

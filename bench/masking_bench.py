@@ -9,15 +9,18 @@ columns, 4 of them sensitive (email, full_name, phone, national_id; pinned in th
 config, so classification cannot vary), starts ``rowgate serve`` (a real subprocess, so
 the client and the proxy do not share an interpreter), and reads the whole table with
 psycopg (a plain ``SELECT *``, text format) directly, through rowgate as an identity
-that sees raw values, and through rowgate as a masked identity. Rounds are interleaved
-so machine noise hits every target alike; it prints the median time of each and the
-ratios. The target is masked <= 1.5 x direct.
+that sees raw values, and through rowgate as a masked identity (the client's garbage
+collector is paused while it reads). Rounds are interleaved so machine noise hits every
+target alike; it prints the median time of each, the ratios, and the CPU time rowgate
+spent per read (from /proc). The target is masked <= 1.5 x direct.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import secrets
 import statistics
 import sys
@@ -88,9 +91,23 @@ def _config(workdir: Path, conninfo: dict[str, str], port: int, strategy: str) -
 
 def read_all(dsn: str) -> tuple[float, int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        start = time.perf_counter()
-        rows = conn.execute(f"SELECT * FROM {TABLE}").fetchall()
-        return time.perf_counter() - start, len(rows)
+        gc.collect()
+        gc.disable()  # the client's collector runs at times of its own: noise, not proxy cost
+        try:
+            start = time.perf_counter()
+            rows = conn.execute(f"SELECT * FROM {TABLE}").fetchall()
+            return time.perf_counter() - start, len(rows)
+        finally:
+            gc.enable()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) the process has used so far; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(args: argparse.Namespace, upstream_dsn: str, workdir: Path) -> None:
@@ -111,20 +128,26 @@ def run(args: argparse.Namespace, upstream_dsn: str, workdir: Path) -> None:
     with managed([rowgate_binary(), "serve", "-c", str(cfg)], "rowgate", logf, env=clean_env()) as proc:
         wait_port(port, proc, "rowgate", logf, timeout=120)
         times: dict[str, list[float]] = {t: [] for t in targets}
+        cpu: dict[str, list[float]] = {t: [] for t in targets}
         for dsn in targets.values():  # warm up: caches, the classification, the connection path
             read_all(dsn)
         for rnd in range(args.rounds):
             for t, dsn in targets.items():
+                before = cpu_seconds(proc.pid)
                 elapsed, n = read_all(dsn)
+                after = cpu_seconds(proc.pid)
                 if n != args.rows:
                     raise BenchError(f"{t} returned {n} rows, not {args.rows}")
                 times[t].append(elapsed)
+                if before is not None and after is not None:
+                    cpu[t].append(after - before)
             print(f"round {rnd + 1}: " + ", ".join(f"{t} {v[-1]:.3f}s" for t, v in times.items()), file=sys.stderr)
     med = {t: statistics.median(v) for t, v in times.items()}
     print(f"\n{args.rows} rows x 10 columns (4 sensitive, strategy {args.strategy}), psycopg text, "
           f"median of {args.rounds} rounds")
     for t, v in med.items():
-        print(f"  {t:<15} {v:7.3f} s   {v / med['direct']:5.2f} x direct")
+        used = f"   rowgate CPU {statistics.median(cpu[t]):5.2f} s" if cpu[t] and t != "direct" else ""
+        print(f"  {t:<15} {v:7.3f} s   {v / med['direct']:5.2f} x direct{used}")
     print(f"  masked / raw through rowgate: {med['rowgate masked'] / med['rowgate raw']:.2f} x")
 
 

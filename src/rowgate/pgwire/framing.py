@@ -9,10 +9,48 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rowgate.errors import MessageTooLarge, ProtocolViolation
 
 _LEN = struct.Struct("!i")
+
+
+def _skip_py(data: bytes, pos: int, wanted: bytes, max_length: int) -> int:
+    """The offset of the first message from ``pos`` on that is wanted (``wanted[type]``), has a
+    bad header or is not whole, or where fewer than 5 bytes remain: the messages before it
+    pass through untouched."""
+    n, unpack = len(data), _LEN.unpack_from
+    while n - pos >= 5:
+        t = data[pos]
+        (length,) = unpack(data, pos + 1)
+        if wanted[t] or t == 0 or length < 4 or length - 4 > max_length or pos + 1 + length > n:
+            break
+        pos += 1 + length
+    return pos
+
+
+def _run_end_py(data: bytes, end: int, t: int, max_length: int) -> int:
+    """The end of the run of whole, well-formed messages of type ``t`` that starts at ``end``."""
+    n, unpack = len(data), _LEN.unpack_from
+    while n - end >= 5 and data[end] == t:
+        (length,) = unpack(data, end + 1)
+        if length < 4 or length - 4 > max_length or end + 1 + length > n:
+            break
+        end += 1 + length
+    return end
+
+
+try:  # the same two walks compiled (``_walk.c``), where they were built
+    from rowgate.pgwire._walk import run_end as _run_end
+    from rowgate.pgwire._walk import skip as _skip
+except ImportError:
+    _skip, _run_end = _skip_py, _run_end_py
+
+
+@lru_cache(maxsize=64)
+def _table(wanted: frozenset[int]) -> bytes:
+    return bytes(1 if t in wanted else 0 for t in range(256))
 
 DEFAULT_MAX_MESSAGE = 1 << 30  # 1 GiB, as PostgreSQL's own MaxAllocSize
 DEFAULT_MAX_STARTUP = 10_000  # PostgreSQL's MAX_STARTUP_PACKET_LENGTH
@@ -150,7 +188,11 @@ class Framer:
                 run = pos
         max_length = self.max_length
         unpack = _LEN.unpack_from
+        table = _table(wanted)
         while n - pos >= 5:
+            pos = _skip(data, pos, table, max_length)  # what passes through, at C speed where built
+            if n - pos < 5:
+                break
             t = data[pos]
             (length,) = unpack(data, pos + 1)
             if length < 4 or length - 4 > max_length or t == 0:
@@ -164,20 +206,14 @@ class Framer:
                     self._type, self._need = t, end - pos
                     return out
                 if t in batch:
-                    while n - end >= 5 and data[end] == t:  # the next one, if whole and well-formed
-                        (length,) = unpack(data, end + 1)
-                        if length < 4 or length - 4 > max_length or end + 1 + length > n:
-                            break
-                        end += 1 + length
+                    end = _run_end(data, end, t, max_length)  # the next ones, if whole and well-formed
                     out.append(Batch(t, data[pos:end]))
                 else:
                     out.append(Frame(t, data[pos:end]))
                 run = pos = end
-            elif end > n:
+            else:  # not wanted and not whole (``_skip`` passed the whole ones): the rest streams
                 self._remaining = end - n
                 pos = n
-            else:
-                pos = end
         if pos < n:  # a header cut short: hold it back until its type is known
             self._buf += data[pos:]
         if pos > run:
