@@ -16,7 +16,7 @@ from rowgate.errors import MaskingError
 from rowgate.masking import rewrite
 from rowgate.masking.classes import PiiClass
 from rowgate.masking.rewrite import Masker, RowRewriter, Treatment
-from rowgate.masking.strategies import STRETCH_AFTER, mask_value
+from rowgate.masking.strategies import STRETCH_AFTER, LabelledPseudonym, mask_value
 from rowgate.pgwire import backend as be
 
 KEY = b"compiled-rows-test-key-0123456789"
@@ -113,19 +113,12 @@ def damaged(draw: st.DrawFn) -> tuple[list[be.FieldDescription], list[Treatment]
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=damaged())
-def test_damaged_rows_are_refused_by_both_or_read_alike(
+def test_damaged_rows_are_refused_alike_or_read_alike(
     case: tuple[list[be.FieldDescription], list[Treatment], bytes],
 ) -> None:
     columns, plan, data = case
     compiled, python = _both(columns, plan)
-    got = _run(compiled, data)
-    try:
-        expected: tuple[str, object] = _run(python, data)
-    except Exception:  # the Python loop may call a masking function on a value of a row it then refuses
-        expected = ("refused", "")
-    assert got[0] == expected[0], (got, expected)
-    if got[0] == "sent":
-        assert got == expected
+    assert _run(compiled, data) == _run(python, data)
 
 
 def test_a_cache_that_fills_is_given_up_alike() -> None:
@@ -189,6 +182,35 @@ def test_label_pseudonyms_in_c_are_the_documented_hmac() -> None:
         got.append(msg.values[0])
         pos += 1 + length
     assert got == [e.encode() for e in expected if e is not None]
+
+
+def test_a_rewriter_that_failed_to_initialise_refuses_to_rewrite() -> None:
+    assert rewrite._rowmask is not None
+    rw = rewrite._rowmask.Rewriter.__new__(rewrite._rowmask.Rewriter)
+    for bad in ([(3, None)], [(1, b"xy")], [(2, len, None)], [(4, len, b"p", b"short", b"x" * 64, b"", b"", 6, 28)],
+                [(9,)], [(0,), "not a tuple"]):
+        with pytest.raises((TypeError, ValueError)):
+            rw.__init__(bad, object(), 10)  # type: ignore[misc]
+        with pytest.raises(TypeError, match="not initialised"):
+            rw.rewrite(b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x01x")
+
+
+def test_a_spec_that_runs_code_while_parsed_cannot_free_what_is_read() -> None:
+    """Parsing a count calls its __index__: emptying the caller's list there must not free
+    the specs being read."""
+    assert rewrite._rowmask is not None
+    columns: list[tuple[object, ...]] = []
+
+    class Sneaky:
+        def __index__(self) -> int:
+            columns.clear()
+            return 6
+
+    fn = LabelledPseudonym(PiiClass.EMAIL, KEY)
+    columns.append((4, fn, fn.prefix, fn.inner_pad, fn.outer_pad, fn.head, fn.tail, Sneaky(), STRETCH_AFTER))
+    rw = rewrite._rowmask.Rewriter(columns, object(), 10)
+    out, rows, masked = rw.rewrite(be.DataRow((b"a@b.example",)).encode())
+    assert rows == 1 and masked == [1] and out is not None
 
 
 @pytest.mark.parametrize("bad", [

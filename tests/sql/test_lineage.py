@@ -503,6 +503,40 @@ def test_the_cache_is_keyed_by_catalog_version() -> None:
     assert [o.name for o in one("SELECT * FROM t", catalog=catalog).outputs] == ["a", "b"]
 
 
+def test_statements_that_differ_in_literals_share_their_lineage() -> None:
+    """Applications that inline literals send a new text each time; a plain read's lineage
+    does not depend on them, so the second text is not traced again."""
+    catalog = Catalog({"public.t": ["a", "b"]}, {}, version=1)
+    first = one("SELECT * FROM t WHERE b = 'x' LIMIT 5", catalog=catalog)
+    catalog.tables["public.t"] = ["b", "a"]  # a statement traced now sees other columns
+    assert one("SELECT * FROM t WHERE b = 'a much longer literal' LIMIT 10", catalog=catalog) == first
+    assert one("SELECT * FROM t WHERE a = 'y'", catalog=catalog).outputs[0].name == "b"  # another shape
+
+
+POSITIONS = [
+    ("SELECT DISTINCT ON (1) email, note FROM customers", "SELECT DISTINCT ON (2) email, note FROM customers"),
+    ("SELECT email, note FROM customers ORDER BY 1", "SELECT email, note FROM customers ORDER BY 2"),
+    ("SELECT email, note FROM customers GROUP BY 1", "SELECT email, note FROM customers GROUP BY 2"),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), [*POSITIONS,
+    ("SELECT email, rank() OVER (ORDER BY 1) FROM customers", "SELECT email, rank() OVER (ORDER BY 2) FROM customers"),
+    ("SELECT email, note FROM customers GROUP BY ROLLUP (1)", "SELECT email, note FROM customers GROUP BY ROLLUP (2)"),
+])
+def test_positions_are_never_taken_for_literals(first: str, second: str) -> None:
+    """An integer that names an output column's position changes what the statement uses:
+    a statement that differs from a traced one only there gets its own lineage."""
+    lineage.cache_clear()
+    one(first)
+    after_first = one(second)
+    lineage.cache_clear()
+    assert after_first == one(second)
+    if (first, second) in POSITIONS:
+        lineage.cache_clear()
+        assert one(first) != one(second)  # the pair tells the two apart
+
+
 def test_the_cache_is_per_catalog() -> None:
     first = Catalog({"public.t": ["a"]}, {})
     second = Catalog({"public.t": ["b"]}, {})

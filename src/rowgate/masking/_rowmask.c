@@ -116,18 +116,25 @@ static void release(Replacement *r, Py_ssize_t n) {
         Py_CLEAR(r[k].owned);
 }
 
-static void Rewriter_dealloc(Rewriter *self) {
+static void clear_columns(Rewriter *self) {
     if (self->cols != NULL) {
         for (Py_ssize_t i = 0; i < self->ncols; i++) {
-            Py_XDECREF(self->cols[i].constant);
-            Py_XDECREF(self->cols[i].fn);
-            Py_XDECREF(self->cols[i].cache);
-            Py_XDECREF(self->cols[i].prefix);
+            Py_CLEAR(self->cols[i].constant);
+            Py_CLEAR(self->cols[i].fn);
+            Py_CLEAR(self->cols[i].cache);
+            Py_CLEAR(self->cols[i].prefix);
         }
         PyMem_Free(self->cols);
     }
+    self->cols = NULL;
+    self->ncols = 0;
     PyMem_Free(self->repl);
-    Py_XDECREF(self->same);
+    self->repl = NULL;
+    Py_CLEAR(self->same);
+}
+
+static void Rewriter_dealloc(Rewriter *self) {
+    clear_columns(self);
     if (self->shake != NULL)
         EVP_MD_CTX_free(self->shake);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -167,22 +174,23 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "a Rewriter is initialised once");
         return -1;
     }
-    PyObject *seq = PySequence_Fast(columns, "columns must be a sequence");
+    /* a tuple of our own: parsing a spec may run Python code (__index__), which must not be
+     * able to free the specs we read */
+    PyObject *seq = PySequence_Tuple(columns);
     if (seq == NULL)
         return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     self->cols = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Column));
     self->repl = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Replacement));
     if (self->cols == NULL || self->repl == NULL) {
-        Py_DECREF(seq);
         PyErr_NoMemory();
-        return -1;
+        goto fail;
     }
     self->ncols = n;
     self->same = Py_NewRef(same);
     self->cache_limit = cache_limit;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *spec = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *spec = PyTuple_GET_ITEM(seq, i);
         Column *c = &self->cols[i];
         PyObject *a = NULL, *b = NULL, *ipad = NULL, *opad = NULL, *head = NULL, *tail = NULL;
         static const char *formats[] = {"i", "iO", "iOO", "iO", "iOOOOOOnn", "iOippnnnn", "iOOOOp"};
@@ -286,6 +294,7 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
     return 0;
 fail:
     Py_DECREF(seq);
+    clear_columns(self); /* a Rewriter that failed to initialise refuses to rewrite */
     return -1;
 }
 

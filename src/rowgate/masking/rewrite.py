@@ -327,6 +327,8 @@ class RowRewriter:
                         continue
                     at = p  # the value's length field
                     p += 4 + size
+                    if p > end:  # past its row: refused before any function sees those bytes
+                        raise _malformed()
                     if kind == _PASS:
                         continue
                     if kind == _CONSTANT:

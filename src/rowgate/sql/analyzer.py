@@ -48,7 +48,7 @@ CACHE_SIZE = 4096
 # longer texts (bulk INSERTs) are analysed every time rather than pinned in the cache
 CACHE_MAX_TEXT = 64 * 1024
 
-__all__ = ["analyze", "cache_clear", "cache_info"]
+__all__ = ["analyze", "cache_clear", "cache_info", "literal_free_shape"]
 
 
 def analyze(
@@ -75,6 +75,16 @@ _shapes: dict[tuple[str, tuple[str, ...], frozenset[str]], Statement] = {}
 _REG_CAST = re.compile(r"\breg[a-z]*\b", re.IGNORECASE)
 
 
+def literal_free_shape(sql: str, search_path: tuple[str, ...] = ("public",)) -> str | None:
+    """The shape under which ``analyze`` caches ``sql`` (after analysing it) when no literal can
+    change its facts, else None: what other caches of per-statement work may key on."""
+    if len(sql) > CACHE_MAX_TEXT:
+        return None
+    shape = _shape(sql)
+    return shape if shape is not None and (shape, search_path, frozenset()) in _shapes else None
+
+
+@lru_cache(maxsize=CACHE_SIZE)  # a text is analysed by the gate, then looked up by lineage
 def _shape(sql: str) -> str | None:
     try:
         normalized: str = parser.normalize(sql)
@@ -115,6 +125,7 @@ cache_info = _cached.cache_info
 
 def cache_clear() -> None:
     _cached.cache_clear()
+    _shape.cache_clear()
     _shapes.clear()
 
 

@@ -23,11 +23,16 @@ Everything else has no outputs, uses or writes. A ``SET search_path`` earlier in
 message applies to the statements after it, exactly as in the analyzer.
 
 Results are cached per (text, search_path, catalog): a catalog exposing ``version: int``
-invalidates its entries by bumping it; one without is keyed by identity only.
+invalidates its entries by bumping it; one without is keyed by identity only. Statements
+that differ only in literals (applications that inline them) share an entry by their shape
+(``analyzer.literal_free_shape``: one plain read, no function calls, no reg* casts) unless
+the shape orders, groups, windows or picks distinct rows: there an integer literal may be a
+column's position (``DISTINCT ON (1)``), which the shape does not keep.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -36,7 +41,7 @@ from types import MappingProxyType
 
 from pglast import ast, parser
 
-from rowgate.sql.analyzer import CACHE_MAX_TEXT, analyze
+from rowgate.sql.analyzer import CACHE_MAX_TEXT, analyze, literal_free_shape
 from rowgate.sql.classify import _explain_analyze
 from rowgate.sql.facts import Kind
 from rowgate.sql.lineage_expr import MAX_DEPTH
@@ -75,22 +80,31 @@ def statement_lineage(
     if len(sql) > CACHE_MAX_TEXT:
         return list(_compute(sql, catalog, search_path))
     version = getattr(catalog, "version", None)
-    key = (sql, search_path, id(catalog), version if isinstance(version, int) else None)
+    keys = [(sql, search_path, id(catalog), version if isinstance(version, int) else None, False)]
+    analyze(sql, search_path)  # cached: it also tells whether the statement has a literal-free shape
+    shape = literal_free_shape(sql, search_path)
+    if shape is not None and not _POSITIONAL.search(shape):
+        keys.append((shape, *keys[0][1:4], True))
     with _lock:
-        hit = _cache.get(key)
-        if hit is not None and hit[0] is catalog:
-            _cache.move_to_end(key)
-            return list(hit[1])
+        for key in keys:
+            hit = _cache.get(key)
+            if hit is not None and hit[0] is catalog:
+                _cache.move_to_end(key)
+                return list(hit[1])
     result = _compute(sql, catalog, search_path)
     with _lock:
-        # the entry holds the catalog, so its id cannot be reused by another while cached
-        _cache[key] = (catalog, result)
-        if len(_cache) > CACHE_SIZE:
+        for key in keys:
+            # the entry holds the catalog, so its id cannot be reused by another while cached
+            _cache[key] = (catalog, result)
+        while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return list(result)
 
 
-_cache: OrderedDict[tuple[str, tuple[str, ...], int, int | None], tuple[CatalogView, tuple[Lineage | None, ...]]]
+# clauses where an integer literal may stand for an output column's position
+_POSITIONAL = re.compile(r"\b(?:ORDER|GROUP|DISTINCT|OVER|WINDOW|ROLLUP|CUBE|GROUPING)\b", re.IGNORECASE)
+# (text or shape, search_path, catalog id, catalog version, whether the first is a shape)
+_cache: OrderedDict[tuple[str, tuple[str, ...], int, int | None, bool], tuple[CatalogView, tuple[Lineage | None, ...]]]
 _cache = OrderedDict()
 _lock = threading.Lock()
 
