@@ -121,6 +121,19 @@ def test_damaged_rows_are_refused_alike_or_read_alike(
     assert _run(compiled, data) == _run(python, data)
 
 
+@settings(max_examples=1500, deadline=None)
+@given(value=st.one_of(
+    st.binary(max_size=40),
+    st.text("ab19 .-/():\t\n@$éeyJBEGIN-+_KeYtOkEnPaSsAuThPwDsecret", max_size=40).map(str.encode),
+    st.text("aZ09+/_-", min_size=15, max_size=30).map(str.encode),
+))
+def test_the_compiled_prefilter_is_the_python_one(value: bytes) -> None:
+    """The compiled loop skips a content-scanned value its pre-filter rejects: it must say
+    yes wherever the Python one does, or a finding would pass unscanned."""
+    assert rewrite._rowmask is not None
+    assert rewrite._rowmask.suspicious(value) == rewrite.suspicious(value)
+
+
 def test_a_cache_that_fills_is_given_up_alike() -> None:
     """Values that never repeat fill a column's cache; both loops then stop caching it and
     still mask every value, and a later repeat is masked the same."""

@@ -35,6 +35,7 @@ typedef struct {
     PyObject *cache;    /* K_CACHED: dict value -> masked value, or `same` */
     PyObject *prefix;   /* K_LABEL: the MAC's message prefix; K_RESHAPE: one per attempt (a tuple) */
     int letters;        /* K_RESHAPE: letters become letters too (national ids; phones keep them) */
+    int prefilter;      /* K_CACHED: values `suspicious` rejects are unchanged, fn is not called */
     SHA256_CTX inner, outer;
     char head[LABEL_MAX], tail[LABEL_MAX];
     Py_ssize_t head_len, tail_len, size, stretch_after; /* values longer than that stretch the MAC */
@@ -193,7 +194,7 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
         PyObject *spec = PyTuple_GET_ITEM(seq, i);
         Column *c = &self->cols[i];
         PyObject *a = NULL, *b = NULL, *ipad = NULL, *opad = NULL, *head = NULL, *tail = NULL;
-        static const char *formats[] = {"i", "iO", "iOO", "iO", "iOOOOOOnn", "iOippnnnn", "iOOOOp"};
+        static const char *formats[] = {"i", "iO", "iOO|p", "iO", "iOOOOOOnn", "iOippnnnn", "iOOOOp"};
         long kind = PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) >= 1 ? PyLong_AsLong(PyTuple_GET_ITEM(spec, 0)) : -1;
         if (kind < 0 || kind > K_RESHAPE) {
             if (!PyErr_Occurred())
@@ -212,6 +213,9 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
             break;
         case K_RESHAPE:
             ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &b, &ipad, &opad, &c->letters);
+            break;
+        case K_CACHED:
+            ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &b, &c->prefilter);
             break;
         default:
             ok = PyArg_ParseTuple(spec, formats[kind], &c->kind, &a, &b);
@@ -354,9 +358,11 @@ static Py_ssize_t label(Rewriter *self, Column *c, const unsigned char *v, Py_ss
 static int leaks(const unsigned char *v, const unsigned char *out, Py_ssize_t n) {
     if (memcmp(v, out, (size_t)n) == 0)
         return 1;
+    /* values are short: a plain search beats memmem's set-up per window */
     for (Py_ssize_t i = 0; i + 6 <= n; i++)
-        if (memmem(v, (size_t)n, out + i, 6) != NULL)
-            return 1;
+        for (Py_ssize_t j = 0; j + 6 <= n; j++)
+            if (v[j] == out[i] && memcmp(v + j + 1, out + i + 1, 5) == 0)
+                return 1;
     return 0;
 }
 
@@ -390,6 +396,51 @@ static PyObject *reshape(Rewriter *self, const Column *c, const unsigned char *v
             return PyBytes_FromStringAndSize((const char *)out, n);
     }
     return PyBytes_FromStringAndSize("****", 4);
+}
+
+static int has(const unsigned char *v, Py_ssize_t n, const char *word, int fold) {
+    const Py_ssize_t k = (Py_ssize_t)strlen(word);
+    for (Py_ssize_t i = 0; i + k <= n; i++) {
+        Py_ssize_t j = 0;
+        while (j < k && (fold && v[i + j] >= 'A' && v[i + j] <= 'Z' ? v[i + j] | 0x20 : v[i + j]) == (unsigned char)word[j])
+            j++;
+        if (j == k)
+            return 1;
+    }
+    return 0;
+}
+
+/* rewrite.suspicious: whether the content detectors could find anything in the value (a
+ * superset of what they find; tests require it to say yes wherever the Python one does) */
+static int suspicious(const unsigned char *v, Py_ssize_t n) {
+    static const char *const keywords[] = {"pass", "pwd", "secret", "token", "key", "auth"};
+    int digits = 0;    /* a digit seen, and since then only what may separate digits */
+    Py_ssize_t run = 0; /* token-like characters in a row */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char ch = v[i];
+        if (ch == '@' || ch == '$' || ch == ':' || ch >= 0x80)
+            return 1;
+        if (ch >= '0' && ch <= '9') {
+            if (digits)
+                return 1;
+            digits = 1;
+        } else if (!(ch == ' ' || (ch >= 9 && ch <= 13) || ch == '(' || ch == ')' || ch == '.' || ch == '-' ||
+                     ch == '/')) {
+            digits = 0;
+        }
+        run = (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || ch == '+' || ch == '/' ||
+                      ch == '_' || ch == '-'
+                  ? run + 1
+                  : 0;
+        if (run >= 20)
+            return 1;
+    }
+    if (has(v, n, "eyJ", 0) || has(v, n, "-----BEGIN", 0))
+        return 1;
+    for (size_t k = 0; k < sizeof keywords / sizeof *keywords; k++)
+        if (has(v, n, keywords[k], 1))
+            return 1;
+    return 0;
 }
 
 /* str.isspace, str.isdigit, str.isalnum of an ASCII character */
@@ -653,6 +704,8 @@ static PyObject *Rewriter_rewrite(Rewriter *self, PyObject *arg) {
                     continue;
                 }
             }
+            if (c->prefilter && !suspicious((const unsigned char *)v, size))
+                continue;
             PyObject *new = NULL;
             if ((c->kind == K_PARTIAL || c->kind == K_RESHAPE) && ascii((const unsigned char *)v, size)) {
                 /* a new object, never the value: changed, as in Python (even where equal) */
@@ -759,6 +812,20 @@ done:
     return result;
 }
 
+static PyObject *suspicious_py(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "suspicious() takes bytes");
+        return NULL;
+    }
+    return PyBool_FromLong(suspicious((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
+}
+
+static PyMethodDef module_methods[] = {
+    {"suspicious", suspicious_py, METH_O, "suspicious(value) -> bool: the pre-filter of content-scanned columns"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef Rewriter_methods[] = {
     {"rewrite", (PyCFunction)Rewriter_rewrite, METH_O,
      "rewrite(data) -> (bytes | None, rows, masked values per column)"},
@@ -777,7 +844,7 @@ static PyTypeObject RewriterType = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_rowmask", "The compiled DataRow loop of rowgate.masking.rewrite.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_rowmask", "The compiled DataRow loop of rowgate.masking.rewrite.", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__rowmask(void) {

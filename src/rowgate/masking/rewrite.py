@@ -183,36 +183,45 @@ def _uncached_mask_fn(col: FieldDescription, cls: PiiClass, strategy: str, maske
     return fn
 
 
-def _scan_fn(col: FieldDescription, masker: ValueMasker, prefilter: bool) -> ValueFn | None:
-    """Content scanning of a column: findings masked in place in text, NULL where a
-    finding cannot be masked inside the type. None: the column cannot hold text."""
-    oid, binary = col.type_oid, col.format == 1
-    check = prefilter and not masker.custom
-    textual = oid in TEXT_TYPES or oid == JSON or (not binary and oid not in NUMBER_TYPES and oid != DATE)
-    if prefilter and not (textual and (oid in TEXTUAL_TYPES or oid not in KNOWN_OTHER)):
-        return None
-    in_place = oid in TEXT_TYPES or oid not in KNOWN_OTHER | NUMBER_TYPES | {DATE}
-    is_json = oid in (JSON, JSONB) and not (binary and oid == JSONB)
+class _Scan:
+    """Content scanning of a column's values: findings masked in place in text, NULL where a
+    finding cannot be masked inside the type. ``prefiltered``: values ``suspicious`` rejects
+    pass unread (the compiled loop applies the same pre-filter before calling)."""
 
-    def fn(value: bytes) -> bytes | None:
-        if check and not suspicious(value):
+    __slots__ = ("_in_place", "_is_json", "_masker", "_textual", "prefiltered")
+
+    def __init__(self, masker: ValueMasker, prefiltered: bool, textual: bool, in_place: bool, is_json: bool) -> None:
+        self._masker, self.prefiltered = masker, prefiltered
+        self._textual, self._in_place, self._is_json = textual, in_place, is_json
+
+    def __call__(self, value: bytes) -> bytes | None:
+        if self.prefiltered and not suspicious(value):
             return value
-        if not textual:  # binary of another type: look at its bytes, NULL it on any finding
+        if not self._textual:  # binary of another type: look at its bytes, NULL it on any finding
             text = value.decode("latin-1")
-            return value if masker.scan(text) is text else None
+            return value if self._masker.scan(text) is text else None
         text = decode(value)
-        out = masker.scan(text)
+        out = self._masker.scan(text)
         if out is text:
             return value
-        if is_json:
+        if self._is_json:
             try:
                 json.loads(out)
             except ValueError:
                 return None
             return out.encode()
-        return out.encode() if in_place else None
+        return out.encode() if self._in_place else None
 
-    return fn
+
+def _scan_fn(col: FieldDescription, masker: ValueMasker, prefilter: bool) -> _Scan | None:
+    """The content scanning of a column; None: the column cannot hold text."""
+    oid, binary = col.type_oid, col.format == 1
+    textual = oid in TEXT_TYPES or oid == JSON or (not binary and oid not in NUMBER_TYPES and oid != DATE)
+    if prefilter and not (textual and (oid in TEXTUAL_TYPES or oid not in KNOWN_OTHER)):
+        return None
+    in_place = oid in TEXT_TYPES or oid not in KNOWN_OTHER | NUMBER_TYPES | {DATE}
+    is_json = oid in (JSON, JSONB) and not (binary and oid == JSONB)
+    return _Scan(masker, prefilter and not masker.custom, textual, in_place, is_json)
 
 
 # --- rows ---------------------------------------------------------------------------
@@ -434,6 +443,8 @@ def _compile(cols: Sequence[_Column]) -> _rowmask.Rewriter | None:
                           fn.keep_few))
         elif isinstance(fn, Reshaped):
             specs.append((_RESHAPE, fn, fn.prefixes, fn.inner_pad, fn.outer_pad, fn.letters))
+        elif kind == _CACHED:
+            specs.append((kind, fn, {}, isinstance(fn, _Scan) and fn.prefiltered))
         else:
-            specs.append((kind, fn, {}) if kind == _CACHED else (kind, fn))
+            specs.append((kind, fn))
     return _rowmask.Rewriter(specs, _SAME, _CACHE_LIMIT)
