@@ -81,16 +81,14 @@ def statement_lineage(
         return list(_compute(sql, catalog, search_path))
     version = getattr(catalog, "version", None)
     keys = [(sql, search_path, id(catalog), version if isinstance(version, int) else None, False)]
+    if (hit := _get(keys[0], catalog)) is not None:
+        return hit
     analyze(sql, search_path)  # cached: it also tells whether the statement has a literal-free shape
     shape = literal_free_shape(sql, search_path)
     if shape is not None and not _POSITIONAL.search(shape):
         keys.append((shape, *keys[0][1:4], True))
-    with _lock:
-        for key in keys:
-            hit = _cache.get(key)
-            if hit is not None and hit[0] is catalog:
-                _cache.move_to_end(key)
-                return list(hit[1])
+        if (hit := _get(keys[1], catalog)) is not None:
+            return hit
     result = _compute(sql, catalog, search_path)
     with _lock:
         for key in keys:
@@ -101,10 +99,20 @@ def statement_lineage(
     return list(result)
 
 
+def _get(key: _Key, catalog: CatalogView) -> list[Lineage | None] | None:
+    with _lock:
+        hit = _cache.get(key)
+        if hit is None or hit[0] is not catalog:
+            return None
+        _cache.move_to_end(key)
+        return list(hit[1])
+
+
 # clauses where an integer literal may stand for an output column's position
 _POSITIONAL = re.compile(r"\b(?:ORDER|GROUP|DISTINCT|OVER|WINDOW|ROLLUP|CUBE|GROUPING)\b", re.IGNORECASE)
 # (text or shape, search_path, catalog id, catalog version, whether the first is a shape)
-_cache: OrderedDict[tuple[str, tuple[str, ...], int, int | None, bool], tuple[CatalogView, tuple[Lineage | None, ...]]]
+_Key = tuple[str, tuple[str, ...], int, int | None, bool]
+_cache: OrderedDict[_Key, tuple[CatalogView, tuple[Lineage | None, ...]]]
 _cache = OrderedDict()
 _lock = threading.Lock()
 
