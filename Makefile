@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck bench bench-masking clean
 
-$(STAMP): pyproject.toml setup.py src/rowgate/masking/_rowmask.c src/rowgate/pgwire/_walk.c
+$(STAMP): pyproject.toml setup.py $(wildcard src/rowgate/*/_*.c src/rowgate/*/_*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -10,7 +10,8 @@ setup(
     ext_modules=[
         Extension(
             "rowgate.masking._rowmask",
-            sources=["src/rowgate/masking/_rowmask.c"],
+            sources=["src/rowgate/masking/_rowmask.c", "src/rowgate/masking/_rowmask_values.c"],
+            depends=["src/rowgate/masking/_rowmask.h"],
             libraries=["crypto"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
             optional=True,

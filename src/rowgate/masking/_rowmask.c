@@ -4,49 +4,15 @@
  * plan over the same bytes and must give the same result, byte for byte and error for
  * error (tests/masking/test_compiled_rows.py compares the two on generated and malformed
  * rows). It exists because the per-row cost of the Python loop was most of what a masked
- * read costs. Label pseudonyms (HMAC-SHA256 of the value, hex) are computed here with
- * OpenSSL's SHA-256, from HMAC's inner and outer key pads absorbed once; anything rarer
- * (non-ASCII values, a pseudonym that equals its value) calls the Python function.
+ * read costs. The common strategies for ASCII values (label and shaped pseudonyms from
+ * HMAC-SHA256 with the key's pads absorbed once, partial values, the content pre-filter) are
+ * in _rowmask_values.c; anything rarer calls the Python function.
  *
  * Every length read from the wire is checked against the end of its row before it is
  * used; a row that does not parse raises Malformed and nothing of the batch is returned.
  */
-#define PY_SSIZE_T_CLEAN
-#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_CTX: copying the absorbed pads is a struct copy */
-#include <Python.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
-#include <stdint.h>
-#include <string.h>
+#include "_rowmask.h"
 
-enum { K_PASS = 0, K_CONSTANT = 1, K_CACHED = 2, K_UNCACHED = 3, K_LABEL = 4, K_PARTIAL = 5, K_RESHAPE = 6 };
-
-enum { SHAPE_KEEP_LAST = 0, SHAPE_EMAIL = 1, SHAPE_INITIALS = 2 };
-
-#define ATTEMPTS 8     /* shaped pseudonyms: derivations tried before redacting (strategies._ATTEMPTS) */
-#define RESHAPE_MAX 252 /* longer values are reshaped by the Python function */
-
-#define LABEL_MAX 128
-
-typedef struct {
-    int kind;
-    PyObject *constant; /* K_CONSTANT: the value with its length field, or the NULL marker */
-    PyObject *fn;       /* bytes -> bytes | None; for K_LABEL, K_PARTIAL, K_RESHAPE the fallback */
-    PyObject *cache;    /* K_CACHED: dict value -> masked value, or `same` */
-    PyObject *prefix;   /* K_LABEL: the MAC's message prefix; K_RESHAPE: one per attempt (a tuple) */
-    int letters;        /* K_RESHAPE: letters become letters too (national ids; phones keep them) */
-    int prefilter;      /* K_CACHED: values `suspicious` rejects are unchanged, fn is not called */
-    SHA256_CTX inner, outer;
-    char head[LABEL_MAX], tail[LABEL_MAX];
-    Py_ssize_t head_len, tail_len, size, stretch_after; /* values longer than that stretch the MAC */
-    char out[LABEL_MAX * 3];
-    /* K_PARTIAL (strategies._partial) of an email (SHAPE_EMAIL: first character and domain), a
-     * name (SHAPE_INITIALS), or a phone or national id (SHAPE_KEEP_LAST): values with fewer than
-     * min_count digits (alphanumerics with count_alnum) are redacted, else all but the last
-     * keep_many (keep_few below many_at) alphanumerics become '*'; a phone's extension is cut */
-    int shape, extension, count_alnum;
-    Py_ssize_t min_count, many_at, keep_many, keep_few;
-} Column;
 
 typedef struct {
     Py_ssize_t at, after; /* the replaced bytes: a value with its length field */
@@ -302,256 +268,6 @@ fail:
     return -1;
 }
 
-/* HMAC-SHA256(key, prefix + v) from the absorbed pads */
-static void mac(const Column *c, PyObject *prefix, const unsigned char *v, Py_ssize_t n,
-                unsigned char out[SHA256_DIGEST_LENGTH]) {
-    unsigned char inner[SHA256_DIGEST_LENGTH];
-    SHA256_CTX ctx = c->inner;
-    SHA256_Update(&ctx, PyBytes_AS_STRING(prefix), (size_t)PyBytes_GET_SIZE(prefix));
-    SHA256_Update(&ctx, v, (size_t)n);
-    SHA256_Final(inner, &ctx);
-    ctx = c->outer;
-    SHA256_Update(&ctx, inner, sizeof inner);
-    SHA256_Final(out, &ctx);
-}
-
-/* SHAKE-256(digest), n bytes: how strategies._stream stretches a MAC */
-static int stretch(Rewriter *self, const unsigned char digest[SHA256_DIGEST_LENGTH], unsigned char *out, size_t n) {
-    if (EVP_DigestInit_ex(self->shake, EVP_shake256(), NULL) != 1 ||
-        EVP_DigestUpdate(self->shake, digest, SHA256_DIGEST_LENGTH) != 1 ||
-        EVP_DigestFinalXOF(self->shake, out, n) != 1) {
-        PyErr_SetString(PyExc_RuntimeError, "OpenSSL SHAKE-256 failed");
-        return -1;
-    }
-    return 0;
-}
-
-/* The pseudonym of an ASCII value into c->out; its length, 0 when the Python function must
- * decide (the pseudonym equals the value), -1 on an OpenSSL failure. */
-static Py_ssize_t label(Rewriter *self, Column *c, const unsigned char *v, Py_ssize_t n) {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char rnd[SHA256_DIGEST_LENGTH], stretched[32];
-    mac(c, c->prefix, v, n, rnd);
-    const unsigned char *r = rnd;
-    if (n > c->stretch_after) {
-        if (stretch(self, rnd, stretched, (size_t)c->size) < 0)
-            return -1;
-        r = stretched;
-    }
-    char *o = c->out;
-    memcpy(o, c->head, (size_t)c->head_len);
-    o += c->head_len;
-    for (Py_ssize_t k = 0; k < c->size; k++) {
-        *o++ = hex[r[k] >> 4];
-        *o++ = hex[r[k] & 15];
-    }
-    memcpy(o, c->tail, (size_t)c->tail_len);
-    o += c->tail_len;
-    Py_ssize_t len = o - c->out;
-    if (len == n && memcmp(c->out, v, (size_t)n) == 0)
-        return 0;
-    return len;
-}
-
-/* strategies._leaks: whether `out` (as long as `v`) gives the value away: equal, or sharing
- * 6 characters in a row with it */
-static int leaks(const unsigned char *v, const unsigned char *out, Py_ssize_t n) {
-    if (memcmp(v, out, (size_t)n) == 0)
-        return 1;
-    /* values are short: a plain search beats memmem's set-up per window */
-    for (Py_ssize_t i = 0; i + 6 <= n; i++)
-        for (Py_ssize_t j = 0; j + 6 <= n; j++)
-            if (v[j] == out[i] && memcmp(v + j + 1, out + i + 1, 5) == 0)
-                return 1;
-    return 0;
-}
-
-/* strategies._pseudonym of a phone or national id (shape kept: digits stay digits, and with
- * `letters` letters stay letters of their case), ASCII only: a new bytes object, or NULL (with no
- * error set) when the value is too long for this path */
-static PyObject *reshape(Rewriter *self, const Column *c, const unsigned char *v, Py_ssize_t n) {
-    unsigned char digest[SHA256_DIGEST_LENGTH], stretched[RESHAPE_MAX + 4], out[RESHAPE_MAX];
-    if (n > RESHAPE_MAX)
-        return NULL;
-    for (Py_ssize_t attempt = 0; attempt < ATTEMPTS; attempt++) {
-        mac(c, PyTuple_GET_ITEM(c->prefix, attempt), v, n, digest);
-        const unsigned char *rnd = digest;
-        if (n + 4 > SHA256_DIGEST_LENGTH) { /* _stream: n + 4 bytes */
-            if (stretch(self, digest, stretched, (size_t)n + 4) < 0)
-                return NULL;
-            rnd = stretched;
-        }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            unsigned char ch = v[i];
-            if (ch >= '0' && ch <= '9')
-                out[i] = (unsigned char)('0' + rnd[i] % 10);
-            else if (c->letters && ch >= 'A' && ch <= 'Z')
-                out[i] = (unsigned char)('A' + rnd[i] % 26);
-            else if (c->letters && ch >= 'a' && ch <= 'z')
-                out[i] = (unsigned char)('a' + rnd[i] % 26);
-            else
-                out[i] = ch;
-        }
-        if (!leaks(v, out, n))
-            return PyBytes_FromStringAndSize((const char *)out, n);
-    }
-    return PyBytes_FromStringAndSize("****", 4);
-}
-
-static int has(const unsigned char *v, Py_ssize_t n, const char *word, int fold) {
-    const Py_ssize_t k = (Py_ssize_t)strlen(word);
-    for (Py_ssize_t i = 0; i + k <= n; i++) {
-        Py_ssize_t j = 0;
-        while (j < k && (fold && v[i + j] >= 'A' && v[i + j] <= 'Z' ? v[i + j] | 0x20 : v[i + j]) == (unsigned char)word[j])
-            j++;
-        if (j == k)
-            return 1;
-    }
-    return 0;
-}
-
-/* rewrite.suspicious: whether the content detectors could find anything in the value (a
- * superset of what they find; tests require it to say yes wherever the Python one does) */
-static int suspicious(const unsigned char *v, Py_ssize_t n) {
-    static const char *const keywords[] = {"pass", "pwd", "secret", "token", "key", "auth"};
-    int digits = 0;    /* a digit seen, and since then only what may separate digits */
-    Py_ssize_t run = 0; /* token-like characters in a row */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const unsigned char ch = v[i];
-        if (ch == '@' || ch == '$' || ch == ':' || ch >= 0x80)
-            return 1;
-        if (ch >= '0' && ch <= '9') {
-            if (digits)
-                return 1;
-            digits = 1;
-        } else if (!(ch == ' ' || (ch >= 9 && ch <= 13) || ch == '(' || ch == ')' || ch == '.' || ch == '-' ||
-                     ch == '/')) {
-            digits = 0;
-        }
-        run = (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || ch == '+' || ch == '/' ||
-                      ch == '_' || ch == '-'
-                  ? run + 1
-                  : 0;
-        if (run >= 20)
-            return 1;
-    }
-    if (has(v, n, "eyJ", 0) || has(v, n, "-----BEGIN", 0))
-        return 1;
-    for (size_t k = 0; k < sizeof keywords / sizeof *keywords; k++)
-        if (has(v, n, keywords[k], 1))
-            return 1;
-    return 0;
-}
-
-/* str.isspace, str.isdigit, str.isalnum of an ASCII character */
-static int py_space(unsigned char ch) { return ch == ' ' || (ch >= 9 && ch <= 13) || (ch >= 0x1c && ch <= 0x1f); }
-static int py_digit(unsigned char ch) { return ch >= '0' && ch <= '9'; }
-static int py_alpha(unsigned char ch) { return (ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'; }
-static int py_alnum(unsigned char ch) { return py_digit(ch) || py_alpha(ch); }
-
-/* Where `(?i)x\s?\d` or `(?i)ext\.?\s?\d` matches at v[j] (each optional part is of a class
- * the next cannot match, so taking it whenever it is there is what backtracking finds) */
-static int extension_at(const unsigned char *v, Py_ssize_t j, Py_ssize_t end) {
-    Py_ssize_t k;
-    if ((v[j] | 0x20) == 'x') {
-        k = j + 1;
-    } else if ((v[j] | 0x20) == 'e' && end - j >= 3 && (v[j + 1] | 0x20) == 'x' && (v[j + 2] | 0x20) == 't') {
-        k = j + 3;
-        if (k < end && v[k] == '.')
-            k++;
-    } else {
-        return 0;
-    }
-    if (k < end && py_space(v[k]))
-        k++;
-    return k < end && py_digit(v[k]);
-}
-
-/* `v.rpartition("@")`: first character and domain, or redacted */
-static PyObject *partial_email(const unsigned char *v, Py_ssize_t start, Py_ssize_t end) {
-    Py_ssize_t at = end - 1;
-    while (at >= start && v[at] != '@')
-        at--;
-    if (at <= start || at + 1 >= end)
-        return PyBytes_FromStringAndSize("****", 4);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, 1 + 4 + (end - at - 1));
-    if (out == NULL)
-        return NULL;
-    char *o = PyBytes_AS_STRING(out);
-    o[0] = (char)v[start];
-    memcpy(o + 1, "***@", 4);
-    memcpy(o + 5, v + at + 1, (size_t)(end - at - 1));
-    return out;
-}
-
-/* `" ".join(w[0] + "." for w in v.split() if w[:1].isalpha())`, or redacted */
-static PyObject *partial_initials(const unsigned char *v, Py_ssize_t start, Py_ssize_t end) {
-    Py_ssize_t words = 0;
-    for (Py_ssize_t j = start; j < end; j++)
-        if ((j == start || py_space(v[j - 1])) && !py_space(v[j]) && py_alpha(v[j]))
-            words++;
-    if (words == 0)
-        return PyBytes_FromStringAndSize("****", 4);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, 3 * words - 1);
-    if (out == NULL)
-        return NULL;
-    char *o = PyBytes_AS_STRING(out);
-    for (Py_ssize_t j = start; j < end; j++)
-        if ((j == start || py_space(v[j - 1])) && !py_space(v[j]) && py_alpha(v[j])) {
-            if (o != PyBytes_AS_STRING(out))
-                *o++ = ' ';
-            *o++ = (char)v[j];
-            *o++ = '.';
-        }
-    return out;
-}
-
-/* strategies._partial of an ASCII value: a new bytes object */
-static PyObject *partial(const Column *c, const unsigned char *v, Py_ssize_t n) {
-    Py_ssize_t start = 0, end = n;
-    while (start < end && py_space(v[start]))
-        start++;
-    while (end > start && py_space(v[end - 1]))
-        end--;
-    if (c->shape == SHAPE_EMAIL)
-        return partial_email(v, start, end);
-    if (c->shape == SHAPE_INITIALS)
-        return partial_initials(v, start, end);
-    Py_ssize_t main_end = end;
-    if (c->extension) /* re.split(r"(?i)\s?(?:x|ext\.?)\s?\d", v, maxsplit=1)[0] */
-        for (Py_ssize_t j = start; j < end; j++)
-            if (extension_at(v, j, end) || (py_space(v[j]) && j + 1 < end && extension_at(v, j + 1, end))) {
-                main_end = j;
-                break;
-            }
-    Py_ssize_t counted = 0, alnum = 0;
-    for (Py_ssize_t j = start; j < (c->count_alnum ? end : main_end); j++)
-        counted += c->count_alnum ? py_alnum(v[j]) : py_digit(v[j]);
-    if (counted < c->min_count)
-        return PyBytes_FromStringAndSize("****", 4);
-    for (Py_ssize_t j = start; j < main_end; j++)
-        alnum += py_alnum(v[j]);
-    Py_ssize_t keep = counted >= c->many_at ? c->keep_many : c->keep_few, i = 0;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, main_end - start);
-    if (out == NULL)
-        return NULL;
-    char *o = PyBytes_AS_STRING(out);
-    for (Py_ssize_t j = start; j < main_end; j++) {
-        if (py_alnum(v[j]))
-            *o++ = i++ < alnum - keep ? '*' : (char)v[j];
-        else
-            *o++ = (char)v[j];
-    }
-    return out;
-}
-
-static int ascii(const unsigned char *v, Py_ssize_t n) {
-    for (Py_ssize_t k = 0; k < n; k++)
-        if (v[k] & 0x80)
-            return 0;
-    return 1;
-}
-
 /* A full cache starts afresh, or is given up when it filled about as fast as rows came
  * (values that hardly repeat): as RowRewriter._cache_full. */
 static void cache_full(Rewriter *self, Column *c, long long rows) {
@@ -690,8 +406,8 @@ static PyObject *Rewriter_rewrite(Rewriter *self, PyObject *arg) {
                 continue;
             }
             const char *v = (const char *)data + at + 4;
-            if (c->kind == K_LABEL && ascii((const unsigned char *)v, size)) {
-                Py_ssize_t len = label(self, c, (const unsigned char *)v, size);
+            if (c->kind == K_LABEL && rm_ascii((const unsigned char *)v, size)) {
+                Py_ssize_t len = rm_label(self->shake, c, (const unsigned char *)v, size);
                 if (len < 0)
                     goto done;
                 if (len > 0) {
@@ -704,13 +420,13 @@ static PyObject *Rewriter_rewrite(Rewriter *self, PyObject *arg) {
                     continue;
                 }
             }
-            if (c->prefilter && !suspicious((const unsigned char *)v, size))
+            if (c->prefilter && !rm_suspicious((const unsigned char *)v, size))
                 continue;
             PyObject *new = NULL;
-            if ((c->kind == K_PARTIAL || c->kind == K_RESHAPE) && ascii((const unsigned char *)v, size)) {
+            if ((c->kind == K_PARTIAL || c->kind == K_RESHAPE) && rm_ascii((const unsigned char *)v, size)) {
                 /* a new object, never the value: changed, as in Python (even where equal) */
-                new = c->kind == K_PARTIAL ? partial(c, (const unsigned char *)v, size)
-                                             : reshape(self, c, (const unsigned char *)v, size);
+                new = c->kind == K_PARTIAL ? rm_partial(c, (const unsigned char *)v, size)
+                                             : rm_reshape(self->shake, c, (const unsigned char *)v, size);
             }
             if (new != NULL) {
                 r->owned = new;
@@ -818,7 +534,7 @@ static PyObject *suspicious_py(PyObject *module, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "suspicious() takes bytes");
         return NULL;
     }
-    return PyBool_FromLong(suspicious((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
+    return PyBool_FromLong(rm_suspicious((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
 }
 
 static PyMethodDef module_methods[] = {
