@@ -146,6 +146,29 @@ def test_errors_of_class_42_do_not_echo_values(env: MaskEnv, sql: str) -> None:
     assert not [q for q in quoted if words & set(q.lower().split())], str(err.value)
 
 
+@pytest.mark.parametrize(("first", "second"), [
+    ("SELECT N'x' FROM customers AS N$1", "SELECT N$1 FROM customers AS N$1"),
+    ("SELECT N'a' || N'b' FROM (SELECT email AS n$1, national_id AS n$2 FROM customers) s",
+     "SELECT N$1 || N$2 FROM (SELECT email AS n$1, national_id AS n$2 FROM customers) s"),
+])
+def test_a_statement_shaped_like_an_earlier_one_is_masked_as_itself(
+    env: MaskEnv, checker: LeakChecker, first: str, second: str,
+) -> None:
+    """Found by review: N'x' and the identifier N$1 once had one shape, so the second statement
+    got the first's lineage (a constant) and its raw values went out unmasked."""
+    for identity in ("alice", "agent"):
+        got = _received(env, identity, first, second)
+        assert checker.leaks(got, "pseudonym" if identity == "alice" else "redact", sent=[first, second]) == []
+        assert got.count(b"D\x00") >= 2 * 100  # both statements' rows arrived
+
+
+def test_a_filter_shaped_like_an_earlier_one_is_still_refused(env: MaskEnv) -> None:
+    first = "SELECT id FROM (SELECT id, national_id AS n$2 FROM customers) s WHERE '5' < N'x'"
+    second = "SELECT id FROM (SELECT id, national_id AS n$2 FROM customers) s WHERE '5' < N$2"
+    got = _received(env, "agent", first, second)
+    assert b"masking:inference" in got
+
+
 def test_first_read_of_a_new_table_is_masked(env: MaskEnv, checker: LeakChecker) -> None:
     table = f"review_unseen_{uuid.uuid4().hex[:8]}"  # a name no catalog read has seen
     with env.direct() as direct:

@@ -40,6 +40,14 @@ PAIRS = [
     ("SELECT has_table_privilege('a', 'select')", "SELECT has_table_privilege('payments', 'select')"),
     ("SELECT to_regclass('a')", "SELECT to_regclass('payments')"),
     ("SELECT * FROM t WHERE a = 1::text", "SELECT * FROM t WHERE a = 2::text"),
+    # a literal whose text (normalize's $n) reads like an identifier (found by review: N'x' -> N$1)
+    ("SELECT N'x' FROM customers AS N$1", "SELECT N$1 FROM customers AS N$1"),
+    ("SELECT int'1' FROM (SELECT ssn AS int$1 FROM customers) s",
+     "SELECT int$1 FROM (SELECT ssn AS int$1 FROM customers) s"),
+    ("SELECT id FROM (SELECT id, ssn AS n$2 FROM c) s WHERE '5' < N'x'",
+     "SELECT id FROM (SELECT id, ssn AS n$2 FROM c) s WHERE '5' < N$2"),
+    ("SELECT * FROM t WHERE oid = 'a'::\"regclass\"", "SELECT * FROM t WHERE oid = 'b'::\"regclass\""),
+    ("SELECT * FROM t WHERE oid = 'a'::pg_catalog.regclass", "SELECT * FROM t WHERE oid = 'b'::pg_catalog.regclass"),
 ]
 
 

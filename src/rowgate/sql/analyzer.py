@@ -22,8 +22,8 @@ Conventions (see also ``rowgate.sql.walker`` for columns):
 Results are cached per (text, search_path); statements are immutable (``columns`` is a
 read-only mapping), so cached ones are handed out as they are. Applications that inline literals send a new
 text every time, so single plain reads are also cached by their *shape*: the text with
-every constant replaced by a parameter (libpg_query's normalize). Only statements whose
-facts cannot depend on a literal are cached that way: one SELECT that reads, with no
+the values of its literals left out (its tokens from PostgreSQL's scanner). Only statements
+whose facts cannot depend on a literal are cached that way: one SELECT that reads, with no
 flags, no function calls and no reg* casts. A literal can only change what a statement
 touches through a function argument (nextval('t'), set_config('role', ...)), a reg* cast,
 a COPY file name, a SET value or a WHERE that is trivially true; all of those are left to
@@ -64,18 +64,24 @@ def analyze(
         if cached is not None:
             return [replace(cached, text=_text_of(sql))]
         result = _cached(sql, search_path, extra_safe_functions)
-        if shape is not None and _literal_free(sql, shape, result):
+        if shape is not None and _literal_free(sql, result):
             if len(_shapes) >= CACHE_SIZE:
                 _shapes.clear()
             _shapes[(shape, search_path, extra_safe_functions)] = result[0]
     return list(result)
 
 
-_shapes: dict[tuple[str, tuple[str, ...], frozenset[str]], Statement] = {}
-_REG_CAST = re.compile(r"\breg[a-z]*\b", re.IGNORECASE)
+# a statement's shape: its tokens, with the values of its literals left out
+Shape = tuple[str, ...]
+_shapes: dict[tuple[Shape, tuple[str, ...], frozenset[str]], Statement] = {}
+_LITERALS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
+# where an integer may be an output column's position (ORDER BY 2, DISTINCT ON (1), GROUP BY
+# ROLLUP (1)): with any of these, integers stay in the shape
+_POSITIONAL = frozenset({"ORDER", "GROUP_P", "DISTINCT", "OVER", "WINDOW", "ROLLUP", "CUBE", "GROUPING"})
+_REG_TYPE = re.compile(r'^"?reg[a-z]*"?$', re.IGNORECASE)
 
 
-def literal_free_shape(sql: str, search_path: tuple[str, ...] = ("public",)) -> str | None:
+def literal_free_shape(sql: str, search_path: tuple[str, ...] = ("public",)) -> Shape | None:
     """The shape under which ``analyze`` caches ``sql`` (after analysing it) when no literal can
     change its facts, else None: what other caches of per-statement work may key on."""
     if len(sql) > CACHE_MAX_TEXT:
@@ -85,12 +91,30 @@ def literal_free_shape(sql: str, search_path: tuple[str, ...] = ("public",)) -> 
 
 
 @lru_cache(maxsize=CACHE_SIZE)  # a text is analysed by the gate, then looked up by lineage
-def _shape(sql: str) -> str | None:
+def _shape(sql: str) -> Shape | None:
+    """The scanner's tokens: keywords by name, literals by kind only (integers by value too
+    where they may be positions), everything else by its text. Two texts of one shape differ
+    in literal values only; a text (normalize's ``$n``) could not tell ``N'x'`` from the
+    identifier ``N$1``. None: no literal, a reg* type (a literal naming an object), or not
+    scannable: the exact-text cache and the full analysis still apply."""
     try:
-        normalized: str = parser.normalize(sql)
-    except Exception:  # no shape: the exact-text cache and the full analysis still apply
+        tokens = parser.scan(sql)
+    except Exception:
         return None
-    return normalized
+    names = {t.name for t in tokens}
+    if not names & _LITERALS:
+        return None
+    keep_integers = bool(names & _POSITIONAL)
+    shape: list[str] = []
+    for t in tokens:
+        if (t.name in _LITERALS and not (keep_integers and t.name == "ICONST")) or t.kind != "NO_KEYWORD":
+            shape.append(t.name)
+        else:
+            text = sql[t.start : t.end + 1]
+            if t.name == "IDENT" and _REG_TYPE.match(text):
+                return None
+            shape.append(f"{t.name} {text}")
+    return tuple(shape)
 
 
 def _text_of(sql: str) -> str:
@@ -98,8 +122,8 @@ def _text_of(sql: str) -> str:
     return sql.strip().removesuffix(";").rstrip()
 
 
-def _literal_free(sql: str, shape: str, result: tuple[Statement, ...]) -> bool:
-    if len(result) != 1 or shape == sql:
+def _literal_free(sql: str, result: tuple[Statement, ...]) -> bool:
+    if len(result) != 1:
         return False
     s = result[0]
     return (
@@ -111,7 +135,6 @@ def _literal_free(sql: str, shape: str, result: tuple[Statement, ...]) -> bool:
         and s.execute_name is None
         and s.setting is None
         and s.text == _text_of(sql)
-        and not _REG_CAST.search(shape)
     )
 
 

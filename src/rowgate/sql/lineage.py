@@ -25,14 +25,12 @@ message applies to the statements after it, exactly as in the analyzer.
 Results are cached per (text, search_path, catalog): a catalog exposing ``version: int``
 invalidates its entries by bumping it; one without is keyed by identity only. Statements
 that differ only in literals (applications that inline them) share an entry by their shape
-(``analyzer.literal_free_shape``: one plain read, no function calls, no reg* casts) unless
-the shape orders, groups, windows or picks distinct rows: there an integer literal may be a
-column's position (``DISTINCT ON (1)``), which the shape does not keep.
+(``analyzer.literal_free_shape``: one plain read, no function calls, no reg* casts; integers
+stay in the shape where they may be a column's position, as in ``DISTINCT ON (1)``).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -41,7 +39,7 @@ from types import MappingProxyType
 
 from pglast import ast, parser
 
-from rowgate.sql.analyzer import CACHE_MAX_TEXT, analyze, literal_free_shape
+from rowgate.sql.analyzer import CACHE_MAX_TEXT, Shape, analyze, literal_free_shape
 from rowgate.sql.classify import _explain_analyze
 from rowgate.sql.facts import Kind
 from rowgate.sql.lineage_expr import MAX_DEPTH
@@ -80,12 +78,12 @@ def statement_lineage(
     if len(sql) > CACHE_MAX_TEXT:
         return list(_compute(sql, catalog, search_path))
     version = getattr(catalog, "version", None)
-    keys = [(sql, search_path, id(catalog), version if isinstance(version, int) else None, False)]
+    keys: list[_Key] = [(sql, search_path, id(catalog), version if isinstance(version, int) else None, False)]
     if (hit := _get(keys[0], catalog)) is not None:
         return hit
     analyze(sql, search_path)  # cached: it also tells whether the statement has a literal-free shape
     shape = literal_free_shape(sql, search_path)
-    if shape is not None and not _POSITIONAL.search(shape):
+    if shape is not None:
         keys.append((shape, *keys[0][1:4], True))
         if (hit := _get(keys[1], catalog)) is not None:
             return hit
@@ -108,10 +106,8 @@ def _get(key: _Key, catalog: CatalogView) -> list[Lineage | None] | None:
         return list(hit[1])
 
 
-# clauses where an integer literal may stand for an output column's position
-_POSITIONAL = re.compile(r"\b(?:ORDER|GROUP|DISTINCT|OVER|WINDOW|ROLLUP|CUBE|GROUPING)\b", re.IGNORECASE)
 # (text or shape, search_path, catalog id, catalog version, whether the first is a shape)
-_Key = tuple[str, tuple[str, ...], int, int | None, bool]
+_Key = tuple[str | Shape, tuple[str, ...], int, int | None, bool]
 _cache: OrderedDict[_Key, tuple[CatalogView, tuple[Lineage | None, ...]]]
 _cache = OrderedDict()
 _lock = threading.Lock()
