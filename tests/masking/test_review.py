@@ -169,6 +169,16 @@ def test_a_filter_shaped_like_an_earlier_one_is_still_refused(env: MaskEnv) -> N
     assert b"masking:inference" in got
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT national_id, count(*) FROM customers GROUP BY GROUPING SETS ((1))",
+    "SELECT national_id, count(*) FROM customers GROUP BY ROLLUP (1)",
+    "SELECT national_id, id FROM customers GROUP BY (1, 2)",
+])
+def test_grouping_by_position_inside_grouping_sets_is_refused(env: MaskEnv, sql: str) -> None:
+    """Found by review: positions inside GROUPING SETS/ROLLUP/CUBE/a row were not uses."""
+    assert b"masking:inference" in _received(env, "agent", sql)
+
+
 def test_first_read_of_a_new_table_is_masked(env: MaskEnv, checker: LeakChecker) -> None:
     table = f"review_unseen_{uuid.uuid4().hex[:8]}"  # a name no catalog read has seen
     with env.direct() as direct:

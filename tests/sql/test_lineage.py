@@ -536,6 +536,17 @@ def test_a_text_that_only_looks_like_another_with_its_literals_replaced_is_trace
     assert after_first == one(second)
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT email, count(*) FROM customers GROUP BY GROUPING SETS ((1))",
+    "SELECT email, count(*) FROM customers GROUP BY ROLLUP (1)",
+    "SELECT email, count(*) FROM customers GROUP BY GROUPING SETS ((1), ()), CUBE (1)",
+    "SELECT email, count(*) FROM customers GROUP BY (1, 1)",
+])
+def test_positions_inside_grouping_sets_are_uses(sql: str) -> None:
+    """PostgreSQL reads an integer inside GROUPING SETS, ROLLUP, CUBE or a row as a position."""
+    assert one(sql).uses.get("group_by") == src("c.email")
+
+
 POSITIONS = [
     ("SELECT DISTINCT ON (1) email, note FROM customers", "SELECT DISTINCT ON (2) email, note FROM customers"),
     ("SELECT email, note FROM customers ORDER BY 1", "SELECT email, note FROM customers ORDER BY 2"),

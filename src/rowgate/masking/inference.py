@@ -27,6 +27,7 @@ from rowgate.policy.engine import Decision
 from rowgate.sql import facts
 from rowgate.sql.facts import Kind, Statement
 from rowgate.sql.lineage import Lineage
+from rowgate.sql.lineage_query import grouping_items
 
 RULE = "masking:inference"
 
@@ -94,7 +95,7 @@ def plain_grouping(text: str) -> bool:
     for node in _children(tree):
         if isinstance(node, ast.SelectStmt):
             targets = [t.val for t in node.targetList or ()]
-            for item in node.groupClause or ():
+            for item in grouping_items(node.groupClause or ()):
                 if isinstance(item, ast.A_Const) and isinstance(item.val, ast.Integer):
                     k = (item.val.ival or 0) - 1
                     if not (0 <= k < len(targets) and _plain_expr(targets[k])):

@@ -239,7 +239,7 @@ class Tracer(Expressions):
         for window in stmt.windowClause or ():
             if isinstance(window, ast.WindowDef):
                 self.window(window, level)
-        for group in stmt.groupClause or ():
+        for group in grouping_items(stmt.groupClause or ()):
             self.use("group_by", self._by(group, level, outputs, inputs_first=True))
         self.use_expr("having", stmt.havingClause, level)
         distinct = stmt.distinctClause or ()
@@ -477,3 +477,17 @@ def _column_at(rel: Rel, i: int) -> Flow:
         if position == i:
             return flow
     return OPAQUE
+
+
+def grouping_items(items: Sequence[object]) -> Iterator[object]:
+    """The items a GROUP BY groups on, through GROUPING SETS, ROLLUP, CUBE and the row
+    ``GROUP BY (1, 2)``, where PostgreSQL reads an integer as an output column's position too."""
+    for item in items:
+        if isinstance(item, ast.GroupingSet):
+            yield from grouping_items(item.content or ())
+        elif isinstance(item, ast.RowExpr):
+            yield from grouping_items(item.args or ())
+        elif isinstance(item, tuple | list):
+            yield from grouping_items(item)
+        else:
+            yield item
