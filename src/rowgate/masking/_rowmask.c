@@ -117,6 +117,20 @@ static int absorb(SHA256_CTX *ctx, PyObject *block) {
     return 0;
 }
 
+/* A pseudonym column's HMAC: the key's pads absorbed, its fallback function and message
+ * prefix(es) held, and the SHAKE context its stretched MACs share */
+static int keyed(Rewriter *self, Column *c, PyObject *fn, PyObject *prefix, PyObject *ipad, PyObject *opad) {
+    if (absorb(&c->inner, ipad) < 0 || absorb(&c->outer, opad) < 0)
+        return -1;
+    c->fn = Py_NewRef(fn);
+    c->prefix = Py_NewRef(prefix);
+    if (self->shake == NULL && (self->shake = EVP_MD_CTX_new()) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 static int copy_text(char *dst, Py_ssize_t *dst_len, PyObject *src) {
     if (!PyBytes_Check(src) || PyBytes_GET_SIZE(src) >= LABEL_MAX) {
         PyErr_SetString(PyExc_ValueError, "a pseudonym's head and tail must be short bytes");
@@ -218,15 +232,9 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
                 PyErr_SetString(PyExc_TypeError, "a label pseudonym column needs fn, prefix, pads, head, tail, size");
                 goto fail;
             }
-            if (absorb(&c->inner, ipad) < 0 || absorb(&c->outer, opad) < 0 ||
-                copy_text(c->head, &c->head_len, head) < 0 || copy_text(c->tail, &c->tail_len, tail) < 0)
+            if (copy_text(c->head, &c->head_len, head) < 0 || copy_text(c->tail, &c->tail_len, tail) < 0 ||
+                keyed(self, c, a, b, ipad, opad) < 0)
                 goto fail;
-            c->fn = Py_NewRef(a);
-            c->prefix = Py_NewRef(b);
-            if (self->shake == NULL && (self->shake = EVP_MD_CTX_new()) == NULL) {
-                PyErr_NoMemory();
-                goto fail;
-            }
             break;
         case K_RESHAPE:
             if (!PyCallable_Check(a) || !PyTuple_Check(b) || PyTuple_GET_SIZE(b) != ATTEMPTS) {
@@ -238,14 +246,8 @@ static int Rewriter_init(Rewriter *self, PyObject *args, PyObject *kwds) {
                     PyErr_SetString(PyExc_TypeError, "a reshaped pseudonym's prefixes must be bytes");
                     goto fail;
                 }
-            if (absorb(&c->inner, ipad) < 0 || absorb(&c->outer, opad) < 0)
+            if (keyed(self, c, a, b, ipad, opad) < 0)
                 goto fail;
-            c->fn = Py_NewRef(a);
-            c->prefix = Py_NewRef(b);
-            if (self->shake == NULL && (self->shake = EVP_MD_CTX_new()) == NULL) {
-                PyErr_NoMemory();
-                goto fail;
-            }
             break;
         case K_PARTIAL:
             if (!PyCallable_Check(a) || c->shape < SHAPE_KEEP_LAST || c->shape > SHAPE_INITIALS || c->keep_many < 0 ||

@@ -34,7 +34,8 @@ static int args(PyObject *const *a, Py_ssize_t na, Py_ssize_t want, const unsign
 
 /* skip(data, pos, wanted, max_length) -> the offset of the first message from pos on that is
  * wanted (wanted[type] != 0), has a bad header, or is not whole; or where fewer than 5 bytes remain */
-static PyObject *skip(PyObject *self, PyObject *const *a, Py_ssize_t na) {
+static PyObject *skip(PyObject *module, PyObject *const *a, Py_ssize_t na) {
+    (void)module;
     const unsigned char *d;
     Py_ssize_t n, pos;
     long long max_length;
@@ -57,7 +58,8 @@ static PyObject *skip(PyObject *self, PyObject *const *a, Py_ssize_t na) {
 
 /* run_end(data, end, type, max_length) -> the end of the run of whole, well-formed messages of
  * `type` that starts at `end` */
-static PyObject *run_end(PyObject *self, PyObject *const *a, Py_ssize_t na) {
+static PyObject *run_end(PyObject *module, PyObject *const *a, Py_ssize_t na) {
+    (void)module;
     const unsigned char *d;
     Py_ssize_t n, end;
     long long max_length;
@@ -82,7 +84,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_walk", "The compiled message walks of rowgate.pgwire.framing.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_walk", "The compiled message walks of rowgate.pgwire.framing.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&module); }

@@ -82,10 +82,11 @@ _REG_TYPE = re.compile(r'^"?reg[a-z]*"?$', re.IGNORECASE)
 
 
 def literal_free_shape(sql: str, search_path: tuple[str, ...] = ("public",)) -> Shape | None:
-    """The shape under which ``analyze`` caches ``sql`` (after analysing it) when no literal can
-    change its facts, else None: what other caches of per-statement work may key on."""
+    """The shape under which ``analyze`` caches ``sql`` when no literal can change its facts,
+    else None: what other caches of per-statement work may key on."""
     if len(sql) > CACHE_MAX_TEXT:
         return None
+    analyze(sql, search_path)  # cached; it is what records a shape as literal-free
     shape = _shape(sql)
     return shape if shape is not None and (shape, search_path, frozenset()) in _shapes else None
 

@@ -81,7 +81,6 @@ def statement_lineage(
     keys: list[_Key] = [(sql, search_path, id(catalog), version if isinstance(version, int) else None, False)]
     if (hit := _get(keys[0], catalog)) is not None:
         return hit
-    analyze(sql, search_path)  # cached: it also tells whether the statement has a literal-free shape
     shape = literal_free_shape(sql, search_path)
     if shape is not None:
         keys.append((shape, *keys[0][1:4], True))
